@@ -1,0 +1,47 @@
+"""mp_dagster: DataJoint's master-part tables, run by Dagster.
+
+The relational layer (this package's top level) imports nothing from Dagster; the Dagster
+mapping lives in :mod:`mp_dagster.dagster`.
+"""
+
+from .autopopulate import Entry, compute_entry, write_entry
+from .errors import (
+    BlobError,
+    DataError,
+    DeclarationError,
+    DirectInsertError,
+    DuplicateError,
+    IntegrityError,
+    MakeError,
+    MissingParentError,
+    MPError,
+    PartIntegrityError,
+    QueryError,
+)
+from .schema import Schema
+from .table import Table
+from .tiers import Computed, Imported, Lookup, Manual, Part
+
+__all__ = [
+    "BlobError",
+    "Computed",
+    "DataError",
+    "DeclarationError",
+    "DirectInsertError",
+    "DuplicateError",
+    "Entry",
+    "Imported",
+    "IntegrityError",
+    "Lookup",
+    "MPError",
+    "MakeError",
+    "Manual",
+    "MissingParentError",
+    "Part",
+    "PartIntegrityError",
+    "QueryError",
+    "Schema",
+    "Table",
+    "compute_entry",
+    "write_entry",
+]

@@ -1,0 +1,220 @@
+"""Auto-population: ``key_source``, pending keys, ``make`` and the master-part write path.
+
+``compute_entry`` runs ``make(key)`` with inserts *collected* (no transaction is open while the
+user's code computes); ``write_entry`` writes the master row and all part rows in ONE transaction,
+parents before children, after re-checking under a per-key lock that the key is still pending.
+``populate()`` and the Dagster IO manager both use exactly these two functions.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Iterator
+from contextvars import ContextVar
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from . import dependencies
+from .errors import DeclarationError, MakeError, MPError
+from .expression import QueryExpression, as_expression
+from .heading import to_sql_value
+
+if TYPE_CHECKING:
+    from .table import Table
+
+log = logging.getLogger("mp_dagster")
+
+_current_entry: ContextVar[Entry | None] = ContextVar("mp_dagster_entry", default=None)
+
+
+def current_entry() -> Entry | None:
+    """The entry whose ``make`` is running in this context, if any."""
+    return _current_entry.get()
+
+
+@dataclass
+class Entry:
+    """The rows one ``make(key)`` produced: the master row and its parts' rows (prepared)."""
+
+    master: type[Table]
+    key: dict[str, Any]
+    rows: dict[type[Table], list[tuple]] = field(default_factory=dict)
+
+    def collect(self, table: type[Table], prepared: list[tuple]) -> None:
+        self.rows.setdefault(table, []).extend(prepared)
+
+    @property
+    def tables(self) -> list[type[Table]]:
+        """Master first, then its parts, parents before children."""
+        return [self.master, *dependencies.topological(self.master.parts)]
+
+    def batches(self) -> list[tuple[type[Table], list[tuple]]]:
+        return [(t, self.rows.get(t, [])) for t in self.tables]
+
+    def row_counts(self) -> dict[str, int]:
+        """``schema.table`` -> rows, for the master and every part (0 when none)."""
+        return {t.full_name: len(self.rows.get(t, [])) for t in self.tables}
+
+    def as_dicts(self, table: type[Table]) -> list[dict[str, Any]]:
+        """Collected rows of ``table`` as dicts (SQL parameter values: blobs stay encoded)."""
+        names = table._definition.heading.names
+        return [dict(zip(names, r)) for r in self.rows.get(table, [])]
+
+    def check(self) -> None:
+        """The master-part contract: one master row for ``key``; parts carry the master's key."""
+        master = self.master
+        heading = master._definition.heading
+        pk = heading.primary_key
+        expected = tuple(to_sql_value(master.full_name, heading[k], self.key[k]) for k in pk)
+        rows = self.rows.get(master, [])
+        if len(rows) != 1:
+            raise MakeError(
+                f"{master.full_name}.make({self.key}) inserted {len(rows)} master rows; it must insert "
+                "exactly one (self.insert1(...)) together with its part rows"
+            )
+        if tuple(rows[0][: len(pk)]) != expected:
+            raise MakeError(
+                f"{master.full_name}.make({self.key}) inserted a master row for another key "
+                f"{dict(zip(pk, rows[0][: len(pk)]))}"
+            )
+        for part, prows in self.rows.items():
+            if part is master:
+                continue
+            names = part._definition.heading.names
+            idx = [names.index(k) for k in pk]
+            for r in prows:
+                if tuple(r[i] for i in idx) != expected:
+                    raise MakeError(
+                        f"{part.full_name}: a part row inserted by {master.full_name}.make({self.key}) "
+                        f"belongs to another master key {dict(zip(pk, (r[i] for i in idx)))}"
+                    )
+
+
+def compute_entry(master: type[Table], key: dict[str, Any]) -> Entry:
+    """Run ``master.make(key)`` with its inserts collected; nothing is written."""
+    entry = Entry(master=master, key=dict(key))
+    token = _current_entry.set(entry)
+    try:
+        master().make(dict(key))
+    finally:
+        _current_entry.reset(token)
+    entry.check()
+    return entry
+
+
+def write_entry(entry: Entry) -> bool:
+    """Write the entry's master row and part rows in ONE transaction.
+
+    Returns False (writing nothing) when the key was written meanwhile by someone else.
+    """
+    from .table import write_tables
+
+    master = entry.master
+    heading = master._definition.heading
+    key_values = tuple(to_sql_value(master.full_name, heading[k], entry.key[k]) for k in heading.primary_key)
+    restricted = master() & {k: entry.key[k] for k in heading.primary_key}
+    return write_tables(
+        entry.batches(),
+        lock_key=(master, key_values),
+        still_pending=lambda: not restricted,
+    )
+
+
+class AutoPopulate:
+    """Mixin of :class:`Imported` and :class:`Computed`: ``make``, ``key_source``, ``populate``."""
+
+    def make(self, key: dict[str, Any]) -> None:
+        """Compute the entry for ``key``: ``self.insert1(row)`` and ``self.Part.insert(rows)``."""
+        raise MakeError(f"{type(self).__qualname__} must define make(self, key)")
+
+    @property
+    def key_source(self) -> QueryExpression:
+        """Keys to populate: the join of the primary-key parents (override with an expression)."""
+        cls = type(self)
+        parents = [fk.parent for fk in cls._definition.foreign_keys if fk.in_key]
+        if not parents:
+            raise DeclarationError(
+                f"{cls.full_name} has no primary-key parents: define key_source (e.g. "
+                f"key_source = Other.proj()) to say which keys to populate"
+            )
+        source = as_expression(parents[0]).proj()
+        for p in parents[1:]:
+            source = source * as_expression(p).proj()
+        return source
+
+    def _key_source(self) -> QueryExpression:
+        source = as_expression(type(self)().key_source)
+        missing = [k for k in self.heading.primary_key if k not in source.heading]
+        if missing:
+            raise DeclarationError(f"{type(self).full_name}: key_source lacks primary key attribute(s) {missing}")
+        return source.proj()
+
+    def pending_keys(self, *restrictions: Any, limit: int | None = None) -> list[dict[str, Any]]:
+        """Keys of ``key_source`` (restricted) that have no entry yet, in key order."""
+        source = self._key_source()
+        for r in restrictions:
+            source = source & r
+        pending = source - type(self)().proj()
+        return pending.fetch("KEY", limit=limit) if limit is not None else pending.fetch("KEY")
+
+    def progress(self, *restrictions: Any) -> tuple[int, int]:
+        """(remaining, total) keys of the restricted key_source."""
+        source = self._key_source()
+        for r in restrictions:
+            source = source & r
+        total = len(source)
+        return len(source - type(self)().proj()), total
+
+    def populate(
+        self,
+        *restrictions: Any,
+        max_calls: int | None = None,
+        suppress_errors: bool = False,
+        display_progress: bool = False,
+    ) -> dict[str, Any]:
+        """Run ``make`` for every pending key; each entry is written in its own transaction.
+
+        Returns ``{"success_count": n, "error_list": [(key, exception), ...]}``; errors are
+        raised at once unless ``suppress_errors``.
+        """
+        cls = type(self)
+        keys = self.pending_keys(*restrictions)
+        if max_calls is not None:
+            keys = keys[:max_calls]
+        errors: list[tuple[dict[str, Any], BaseException]] = []
+        success = 0
+        bar = _progress_bar(len(keys), cls.__qualname__) if display_progress else None
+        started = time.monotonic()
+        for key in _iterate(keys, bar):
+            try:
+                if cls() & key:  # finished by another worker since we listed the keys
+                    continue
+                if write_entry(compute_entry(cls, key)):
+                    success += 1
+            except Exception as exc:
+                if not suppress_errors:
+                    raise
+                log.warning("%s.make(%s) failed: %s", cls.full_name, key, exc)
+                errors.append((key, exc))
+            if bar is not None:
+                elapsed = max(time.monotonic() - started, 1e-9)
+                bar.set_postfix(done=success, failed=len(errors), rate=f"{success / elapsed:.1f}/s")
+        if bar is not None:
+            bar.close()
+        return {"success_count": success, "error_list": errors}
+
+
+def _iterate(keys: list[dict[str, Any]], bar: Any) -> Iterator[dict[str, Any]]:
+    for key in keys:
+        yield key
+        if bar is not None:
+            bar.update(1)
+
+
+def _progress_bar(total: int, name: str) -> Any:
+    try:
+        from tqdm.auto import tqdm
+    except ImportError as exc:  # pragma: no cover - tqdm is a dependency
+        raise MPError("display_progress needs tqdm") from exc
+    return tqdm(total=total, desc=f"{name}.populate", unit="key")

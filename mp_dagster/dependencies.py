@@ -1,0 +1,80 @@
+"""The foreign-key graph between declared tables: parents, children, topological order.
+
+Every table class registers here when its schema declares it, so deletes can cascade and the
+Dagster layer can draw lineage without asking the database.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Any
+
+_registry: dict[str, Any] = {}  # full name -> table class (the latest declaration wins)
+
+
+def register(table: Any) -> None:
+    _registry[table.full_name] = table
+
+
+def unregister(full_name: str) -> None:
+    _registry.pop(full_name, None)
+
+
+def lookup(full_name: str) -> Any | None:
+    return _registry.get(full_name)
+
+
+def all_tables() -> list[Any]:
+    return list(_registry.values())
+
+
+def parents(table: Any) -> list[Any]:
+    """Tables ``table`` references, in declaration order."""
+    return [fk.parent for fk in table._definition.foreign_keys]
+
+
+def children(table: Any) -> list[tuple[Any, Any]]:
+    """(child table, its foreign key to ``table``) for every loaded table referencing ``table``."""
+    out = []
+    for t in _registry.values():
+        for fk in t._definition.foreign_keys:
+            if fk.parent.full_name == table.full_name and t.full_name != table.full_name:
+                out.append((t, fk))
+    return out
+
+
+def topological(tables: Iterable[Any]) -> list[Any]:
+    """Parents before children (stable: otherwise declaration order)."""
+    tables = list(dict.fromkeys(tables))
+    names = {t.full_name for t in tables}
+    done: set[str] = set()
+    out: list[Any] = []
+
+    def visit(t: Any, stack: tuple[str, ...]) -> None:
+        if t.full_name in done:
+            return
+        for p in parents(t):
+            if p.full_name in names and p.full_name not in stack:
+                visit(p, (*stack, t.full_name))
+        done.add(t.full_name)
+        out.append(t)
+
+    for t in tables:
+        visit(t, ())
+    return out
+
+
+def master_of(table: Any) -> Any:
+    """The master of a part, or the table itself."""
+    return getattr(table, "master", None) or table
+
+
+def upstream_masters(master: Any) -> list[Any]:
+    """Masters of every table that ``master`` or any of its parts references (lineage)."""
+    out: dict[str, Any] = {}
+    for t in (master, *master.parts):
+        for p in parents(t):
+            m = master_of(p)
+            if m.full_name != master.full_name:
+                out[m.full_name] = m
+    return list(out.values())

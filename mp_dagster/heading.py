@@ -1,0 +1,448 @@
+"""Attributes and their types: what a column is, and how a Python value becomes a SQL parameter.
+
+Types are normalised to one canonical name (DataJoint 2's core names) whatever spelling the
+definition used, so ``int``, ``int32`` and ``integer`` compare equal when a definition is checked
+against the table already in the database.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import decimal
+import json
+import math
+import re
+import uuid
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from . import blob
+from .errors import DataError
+
+# canonical type -> (min, max) for integers
+INT_RANGES: dict[str, tuple[int, int]] = {
+    "int8": (-(2**7), 2**7 - 1),
+    "int16": (-(2**15), 2**15 - 1),
+    "int32": (-(2**31), 2**31 - 1),
+    "int64": (-(2**63), 2**63 - 1),
+    "uint8": (0, 2**8 - 1),
+    "uint16": (0, 2**16 - 1),
+    "uint32": (0, 2**32 - 1),
+    "uint64": (0, 2**64 - 1),
+}
+
+# every spelling a definition may use -> canonical name (parametrised types handled apart)
+TYPE_ALIASES: dict[str, str] = {
+    "tinyint": "int8",
+    "smallint": "int16",
+    "mediumint": "int32",
+    "int": "int32",
+    "integer": "int32",
+    "bigint": "int64",
+    "tinyint unsigned": "uint8",
+    "smallint unsigned": "uint16",
+    "mediumint unsigned": "uint32",
+    "int unsigned": "uint32",
+    "integer unsigned": "uint32",
+    "bigint unsigned": "uint64",
+    "float": "float32",
+    "real": "float32",
+    "double": "float64",
+    "double precision": "float64",
+    "bool": "bool",
+    "boolean": "bool",
+    "date": "date",
+    "datetime": "datetime",
+    "timestamp": "datetime",
+    "uuid": "uuid",
+    "json": "json",
+    "blob": "blob",
+    "tinyblob": "blob",
+    "mediumblob": "blob",
+    "longblob": "blob",
+    "<blob>": "blob",
+    "bytes": "bytes",
+    "attach": "bytes",
+    "text": "text",
+    "tinytext": "text",
+    "mediumtext": "text",
+    "longtext": "text",
+}
+for _name in INT_RANGES:
+    TYPE_ALIASES[_name] = _name
+for _name in ("float32", "float64"):
+    TYPE_ALIASES[_name] = _name
+
+_PARAM_TYPE = re.compile(
+    r"^(?P<name>varchar|char|decimal|numeric|enum|datetime|timestamp)\s*\((?P<args>.*)\)\s*(?P<unsigned>unsigned)?$",
+    re.IGNORECASE | re.DOTALL,
+)
+_ENUM_ITEM = re.compile(r"""\s*(?:'((?:[^'\\]|\\.|'')*)'|"((?:[^"\\]|\\.|"")*)")\s*(?:,|$)""")
+
+
+@dataclass(frozen=True)
+class SQLType:
+    """A canonical attribute type: ``name`` plus its parameters (length, precision, enum values)."""
+
+    name: str
+    length: int | None = None
+    precision: int | None = None
+    scale: int | None = None
+    values: tuple[str, ...] = ()
+
+    def __str__(self) -> str:
+        if self.name in ("varchar", "char"):
+            return f"{self.name}({self.length})"
+        if self.name == "decimal":
+            return f"decimal({self.precision},{self.scale})"
+        if self.name == "enum":
+            return "enum(" + ",".join(repr(v) for v in self.values) + ")"
+        return self.name
+
+    @property
+    def is_blob(self) -> bool:
+        return self.name == "blob"
+
+    @property
+    def is_integer(self) -> bool:
+        return self.name in INT_RANGES
+
+
+def parse_type(text: str) -> SQLType:
+    """Parse a type as written in a definition; raise ``ValueError`` with the reason if unknown."""
+    spelled = " ".join(text.strip().split())
+    key = spelled.lower()
+    if key in TYPE_ALIASES:
+        return SQLType(TYPE_ALIASES[key])
+    m = _PARAM_TYPE.match(spelled)
+    if not m:
+        raise ValueError(f"unknown type {text.strip()!r}")
+    name, args = m.group("name").lower(), m.group("args").strip()
+    if name in ("datetime", "timestamp"):  # datetime(3): fractional precision is kept by both backends
+        if not args.isdigit():
+            raise ValueError(f"bad precision in {text.strip()!r}")
+        return SQLType("datetime")
+    if name in ("varchar", "char"):
+        if not args.isdigit() or not 0 < int(args) <= 65535:
+            raise ValueError(f"bad length in {text.strip()!r}")
+        return SQLType(name, length=int(args))
+    if name in ("decimal", "numeric"):
+        parts = [p.strip() for p in args.split(",")]
+        if not (1 <= len(parts) <= 2 and all(p.isdigit() for p in parts)):
+            raise ValueError(f"bad precision in {text.strip()!r}")
+        precision, scale = int(parts[0]), int(parts[1]) if len(parts) == 2 else 0
+        if not (0 < precision <= 1000 and scale <= precision):
+            raise ValueError(f"bad precision in {text.strip()!r}")
+        return SQLType("decimal", precision=precision, scale=scale)
+    # enum
+    values: list[str] = []
+    pos = 0
+    while pos < len(args):
+        em = _ENUM_ITEM.match(args, pos)
+        if not em or em.end() == pos:
+            raise ValueError(f"bad enum values in {text.strip()!r}")
+        raw = em.group(1) if em.group(1) is not None else em.group(2)
+        values.append(raw.replace("''", "'").replace('""', '"'))
+        pos = em.end()
+    if not values or len(set(values)) != len(values):
+        raise ValueError(f"enum needs distinct values in {text.strip()!r}")
+    return SQLType("enum", values=tuple(values))
+
+
+@dataclass(frozen=True)
+class Attribute:
+    """One column: name, type, whether it is in the primary key, nullable, default, comment."""
+
+    name: str
+    type: SQLType
+    in_key: bool
+    nullable: bool = False
+    default: Any = None  # already converted to the attribute's Python value; None = no default
+    has_default: bool = False
+    comment: str = ""
+    from_parent: str | None = None  # full name of the referenced table, if declared by ``->``
+
+    def spec(self) -> dict[str, Any]:
+        """What must not drift between the class and the database (comments may)."""
+        return {
+            "name": self.name,
+            "type": str(self.type),
+            "in_key": self.in_key,
+            "nullable": self.nullable,
+            "default": _jsonable(self.default) if self.has_default else "<none>",
+        }
+
+
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, (dt.date, dt.datetime, uuid.UUID, decimal.Decimal)):
+        return str(value)
+    return value
+
+
+@dataclass
+class Heading:
+    """The ordered attributes of a table or query result."""
+
+    attributes: dict[str, Attribute] = field(default_factory=dict)
+
+    @property
+    def names(self) -> list[str]:
+        return list(self.attributes)
+
+    @property
+    def primary_key(self) -> list[str]:
+        return [a.name for a in self.attributes.values() if a.in_key]
+
+    @property
+    def secondary(self) -> list[str]:
+        return [a.name for a in self.attributes.values() if not a.in_key]
+
+    @property
+    def blobs(self) -> list[str]:
+        return [a.name for a in self.attributes.values() if a.type.is_blob]
+
+    def __contains__(self, name: object) -> bool:
+        return name in self.attributes
+
+    def __getitem__(self, name: str) -> Attribute:
+        return self.attributes[name]
+
+    def __iter__(self):
+        return iter(self.attributes.values())
+
+    def __len__(self) -> int:
+        return len(self.attributes)
+
+    def project(self, names: list[str]) -> Heading:
+        return Heading({n: self.attributes[n] for n in names})
+
+
+# --------------------------------------------------------------------------------------------
+# Python value -> SQL parameter.  One function per canonical type; each raises ValueError with
+# the reason, which the caller turns into a DataError naming table and attribute.
+
+
+def _to_int(attr: Attribute, value: Any) -> int:
+    if isinstance(value, (bool, np.bool_)):
+        raise ValueError(f"expected an integer, got bool {value!r}")
+    if isinstance(value, (int, np.integer)):
+        out = int(value)
+    elif isinstance(value, (float, np.floating)) and float(value).is_integer():
+        out = int(value)
+    else:
+        raise ValueError(f"expected an integer, got {type(value).__name__} {value!r:.60}")
+    lo, hi = INT_RANGES[attr.type.name]
+    if not lo <= out <= hi:
+        raise ValueError(f"{out} is out of range for {attr.type} [{lo}, {hi}]")
+    return out
+
+
+def _to_float(attr: Attribute, value: Any) -> float:
+    if isinstance(value, (bool, np.bool_)) or not isinstance(
+        value, (int, float, np.integer, np.floating, decimal.Decimal)
+    ):
+        raise ValueError(f"expected a number, got {type(value).__name__} {value!r:.60}")
+    out = float(value)
+    if attr.type.name == "float32" and math.isfinite(out) and abs(out) > 3.4028234663852886e38:
+        raise ValueError(f"{out} is out of range for float32")
+    if math.isnan(out) and attr.in_key:
+        raise ValueError("NaN cannot be part of a primary key")
+    return out
+
+
+def _to_decimal(attr: Attribute, value: Any) -> decimal.Decimal:
+    if isinstance(value, (bool, np.bool_)):
+        raise ValueError(f"expected a number, got bool {value!r}")
+    try:
+        out = decimal.Decimal(str(value)) if not isinstance(value, decimal.Decimal) else value
+    except decimal.InvalidOperation:
+        raise ValueError(f"expected a decimal number, got {value!r:.60}") from None
+    if not out.is_finite():
+        raise ValueError(f"{out} is not a finite decimal")
+    precision, scale = attr.type.precision or 0, attr.type.scale or 0
+    quantized = out.quantize(decimal.Decimal(1).scaleb(-scale), rounding=decimal.ROUND_HALF_EVEN)
+    if len(quantized.as_tuple().digits) > precision and quantized != 0:
+        raise ValueError(f"{out} does not fit decimal({precision},{scale})")
+    return quantized
+
+
+def _to_text(attr: Attribute, value: Any) -> str:
+    if isinstance(value, np.str_):
+        value = str(value)
+    if not isinstance(value, str):
+        raise ValueError(f"expected a string, got {type(value).__name__} {value!r:.60}")
+    if "\x00" in value:
+        raise ValueError("strings cannot contain NUL characters")
+    t = attr.type
+    if t.length is not None and len(value) > t.length:
+        raise ValueError(f"string of length {len(value)} exceeds {t}")
+    if t.name == "enum" and value not in t.values:
+        raise ValueError(f"{value!r:.60} is not one of {list(t.values)}")
+    return value
+
+
+def _to_bool(attr: Attribute, value: Any) -> bool:
+    if isinstance(value, (bool, np.bool_)):
+        return bool(value)
+    if isinstance(value, (int, np.integer)) and value in (0, 1):
+        return bool(value)
+    raise ValueError(f"expected a bool, got {type(value).__name__} {value!r:.60}")
+
+
+def _to_date(attr: Attribute, value: Any) -> dt.date:
+    if isinstance(value, dt.datetime):
+        raise ValueError(f"expected a date, got datetime {value!r}")
+    if isinstance(value, dt.date):
+        return value
+    if isinstance(value, str):
+        try:
+            return dt.date.fromisoformat(value)
+        except ValueError:
+            raise ValueError(f"{value!r:.60} is not an ISO date") from None
+    raise ValueError(f"expected a date, got {type(value).__name__} {value!r:.60}")
+
+
+def _to_datetime(attr: Attribute, value: Any) -> dt.datetime:
+    if isinstance(value, np.datetime64):
+        value = value.astype("datetime64[us]").item()
+    if isinstance(value, dt.datetime):
+        out = value
+    elif isinstance(value, dt.date):
+        out = dt.datetime(value.year, value.month, value.day)
+    elif isinstance(value, str):
+        try:
+            out = dt.datetime.fromisoformat(value)
+        except ValueError:
+            raise ValueError(f"{value!r:.60} is not an ISO datetime") from None
+    else:
+        raise ValueError(f"expected a datetime, got {type(value).__name__} {value!r:.60}")
+    if out.tzinfo is not None:  # stored naive in UTC, as DataJoint's datetime
+        out = out.astimezone(dt.timezone.utc).replace(tzinfo=None)
+    return out
+
+
+def _to_uuid(attr: Attribute, value: Any) -> uuid.UUID:
+    if isinstance(value, uuid.UUID):
+        return value
+    if isinstance(value, str):
+        try:
+            return uuid.UUID(value)
+        except ValueError:
+            raise ValueError(f"{value!r:.60} is not a UUID") from None
+    raise ValueError(f"expected a UUID, got {type(value).__name__} {value!r:.60}")
+
+
+def _to_json(attr: Attribute, value: Any) -> str:
+    try:
+        return json.dumps(value, allow_nan=False, default=_json_default)
+    except (TypeError, ValueError) as exc:
+        raise ValueError(f"not JSON-serialisable: {exc}") from None
+
+
+def _json_default(value: Any) -> Any:
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    raise TypeError(f"{type(value).__name__} is not JSON-serialisable")
+
+
+def _to_blob(attr: Attribute, value: Any) -> bytes:
+    return blob.pack(value)
+
+
+def _to_bytes(attr: Attribute, value: Any) -> bytes:
+    if isinstance(value, (bytes, bytearray, memoryview)):
+        return bytes(value)
+    raise ValueError(f"expected bytes, got {type(value).__name__}")
+
+
+_CONVERTERS = {
+    **{name: _to_int for name in INT_RANGES},
+    "float32": _to_float,
+    "float64": _to_float,
+    "decimal": _to_decimal,
+    "varchar": _to_text,
+    "char": _to_text,
+    "text": _to_text,
+    "enum": _to_text,
+    "bool": _to_bool,
+    "date": _to_date,
+    "datetime": _to_datetime,
+    "uuid": _to_uuid,
+    "json": _to_json,
+    "blob": _to_blob,
+    "bytes": _to_bytes,
+}
+
+
+def to_sql_value(table: str, attr: Attribute, value: Any) -> Any:
+    """Validate ``value`` for ``attr`` and return the parameter to send to the database.
+
+    Raises :class:`DataError` naming ``table`` and the attribute.
+    """
+    if value is None:
+        if attr.nullable:
+            return None
+        raise DataError(f"{table}.{attr.name}: NULL is not allowed (the attribute is not nullable)")
+    try:
+        return _CONVERTERS[attr.type.name](attr, value)
+    except DataError as exc:
+        raise DataError(f"{table}.{attr.name}: {exc}") from None
+    except ValueError as exc:
+        raise DataError(f"{table}.{attr.name}: {exc}") from None
+
+
+def default_sql_value(table: str, attr: Attribute) -> Any:
+    """The parameter for an attribute left out of an inserted row."""
+    if attr.has_default:
+        if attr.default is None:
+            return None
+        if attr.default == "CURRENT_TIMESTAMP" and attr.type.name == "datetime":
+            return dt.datetime.now(dt.timezone.utc).replace(tzinfo=None, microsecond=0)
+        return to_sql_value(table, attr, attr.default)
+    if attr.nullable:
+        return None
+    raise DataError(f"{table}: missing value for attribute {attr.name!r} (no default, not nullable)")
+
+
+def from_sql_value(attr: Attribute, value: Any) -> Any:
+    """Turn what the driver returned into the attribute's Python value (both backends agree)."""
+    if value is None:
+        return None
+    name = attr.type.name
+    if name == "blob":
+        return blob.unpack(value)
+    if name == "bytes":
+        return bytes(value)
+    if name == "bool":
+        return bool(value)
+    if name == "json":
+        return json.loads(value) if isinstance(value, (str, bytes)) else value
+    if name == "uuid":
+        return value if isinstance(value, uuid.UUID) else uuid.UUID(value)
+    if name == "decimal":
+        return value if isinstance(value, decimal.Decimal) else decimal.Decimal(str(value))
+    if name == "date":
+        return value if isinstance(value, dt.date) else dt.date.fromisoformat(value)
+    if name == "datetime":
+        return value if isinstance(value, dt.datetime) else dt.datetime.fromisoformat(value)
+    if name in ("float32", "float64"):
+        return float(value)
+    return value
+
+
+def numpy_dtype(attr: Attribute) -> Any:
+    """The dtype of an attribute's column in a fetched structured array (DataJoint's ``fetch()``)."""
+    name = attr.type.name
+    if attr.nullable:
+        return object if name not in ("float32", "float64") else np.float64
+    if name in INT_RANGES:
+        return np.dtype(name)
+    if name in ("float32", "float64"):
+        return np.dtype(name)
+    if name == "bool":
+        return np.dtype(bool)
+    return object

@@ -1,0 +1,235 @@
+"""``Schema``: a namespace of tables in one database, and the decorator that declares them."""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Mapping
+from contextlib import contextmanager
+from typing import Any
+
+from . import dependencies
+from .backends import Backend, get_backend, redact
+from .declare import check_identifier, describe_difference, parse_definition, to_snake_case
+from .errors import DeclarationError, MPError
+from .table import Table
+from .tiers import Computed, Imported, Lookup, Manual, Part
+
+_TIERS = (Manual, Lookup, Imported, Computed)
+
+
+class Schema:
+    """A PostgreSQL schema (or a name prefix in the SQLite file) holding declared tables.
+
+    ``schema = Schema("imaging")`` connects to ``MP_DAGSTER_DATABASE_URL`` (an SQLite file in
+    the working directory when unset); ``@schema`` on a table class declares it.
+    """
+
+    def __init__(self, name: str, database_url: str | None = None, context: Mapping[str, Any] | None = None,
+                 create_tables: bool = True) -> None:
+        check_identifier(name, "schema")
+        if "__" in name or name.startswith("pg_"):
+            raise DeclarationError(f"invalid schema name {name!r}: no '__' and no 'pg_' prefix")
+        self.name = name
+        self.backend: Backend = get_backend(database_url)
+        self.context = dict(context) if context is not None else None
+        self.create_tables = create_tables
+        self.tables: list[type[Table]] = []  # masters, in declaration order
+        if create_tables:
+            self.backend.create_schema(name)
+
+    def __repr__(self) -> str:
+        return f"Schema({self.name!r}, {redact(self.backend.url)!r})"
+
+    @property
+    def database_url(self) -> str:
+        return self.backend.url
+
+    @contextmanager
+    def transaction(self):
+        """Group writes (e.g. a Manual master with its parts) into one transaction."""
+        with self.backend.transaction():
+            yield
+
+    # -- declaring ----------------------------------------------------------------------------
+    def __call__(self, cls: type[Table]) -> type[Table]:
+        if not (isinstance(cls, type) and issubclass(cls, Table)):
+            raise DeclarationError(f"@{self.name} decorates table classes; got {cls!r}")
+        if issubclass(cls, Part):
+            raise DeclarationError(
+                f"{cls.__qualname__} is a Part: do not decorate it; nest it in its master class "
+                "and decorate the master"
+            )
+        if not issubclass(cls, _TIERS):
+            raise DeclarationError(
+                f"{cls.__qualname__} must subclass one of Manual, Lookup, Imported, Computed"
+            )
+        frame = inspect.currentframe()
+        caller = frame.f_back if frame is not None else None
+        context: dict[str, Any] = {}
+        if self.context is not None:
+            context.update(self.context)
+        elif caller is not None:
+            context.update(caller.f_globals)
+            context.update(caller.f_locals)
+        del frame, caller
+        self._declare(cls, context)
+        return cls
+
+    def _declare(self, cls: type[Table], context: dict[str, Any]) -> None:
+        table_name = check_identifier(to_snake_case(cls.__name__), "table")
+        parts = [
+            v for k, v in vars(cls).items()
+            if isinstance(v, type) and issubclass(v, Table) and not k.startswith("_")
+        ]
+        for p in parts:
+            if not issubclass(p, Part):
+                raise DeclarationError(
+                    f"{cls.__qualname__}.{p.__name__}: a class nested in a master must subclass Part"
+                )
+            if getattr(p, "_declared_name", None) is not None and p.master is not None and p.master is not cls:
+                raise DeclarationError(f"{p.__qualname__} already belongs to another master")
+        if issubclass(cls, Part):
+            raise DeclarationError("a part cannot be a master")
+        context = {**context, cls.__name__: cls}
+        declared: list[type[Table]] = []
+        meta = self.backend.read_meta(self.name)
+        existing = self.backend.list_tables(self.name)
+        with self.backend.transaction():
+            self.backend.ensure_meta(self.name)
+            self._declare_one(cls, table_name, cls.tier, None, context, meta, existing)
+            declared.append(cls)
+            pending = {p.__name__: p for p in parts}
+            in_progress: set[str] = set()
+
+            def declare_part(part: type[Table]) -> None:
+                name = part.__name__
+                in_progress.add(name)
+                if any(isinstance(v, type) and issubclass(v, Table) for v in vars(part).values()):
+                    raise DeclarationError(
+                        f"{part.__qualname__}: a part cannot have parts of its own (parts are not nested)"
+                    )
+                part_ctx = {**context, "master": cls, **{p.__name__: p for p in parts}}
+                part.master = cls
+                part_table = check_identifier(f"{table_name}__{to_snake_case(name)}", "table")
+
+                def resolve_part_ref(ref: str) -> Any:
+                    target = part_ctx.get(ref)
+                    if isinstance(target, type) and target in parts and target.__name__ in pending:
+                        if target.__name__ in in_progress:
+                            raise DeclarationError(f"{part.__qualname__}: circular reference among parts")
+                        declare_part(target)
+                    return target
+
+                self._declare_one(part, part_table, "part", cls, part_ctx, meta, existing, resolve_part_ref)
+                pending.pop(name, None)
+                declared.append(part)
+
+            for p in parts:
+                if p.__name__ in pending:
+                    declare_part(p)
+            cls.parts = [p for p in declared if p is not cls]
+            if issubclass(cls, Lookup) and cls.contents:
+                rows = cls().prepare_rows(list(cls.contents), skip_duplicates=True)
+                self.backend.insert_rows(self.name, table_name, list(cls._definition.heading), rows,
+                                         skip_duplicates=True)
+        for t in declared:
+            dependencies.register(t)
+        self.tables = [t for t in self.tables if t.__name__ != cls.__name__] + [cls]
+
+    def _declare_one(
+        self,
+        cls: type[Table],
+        table_name: str,
+        tier: str,
+        master: type[Table] | None,
+        context: Mapping[str, Any],
+        meta: Mapping[str, Any],
+        existing: set[str],
+        pre_resolve: Any = None,
+    ) -> None:
+        full_name = f"{self.name}.{table_name}"
+        if not isinstance(getattr(cls, "definition", None), str):
+            raise DeclarationError(f"{full_name}: {cls.__qualname__} needs a `definition` string")
+
+        def resolve(ref: str) -> Any:
+            if pre_resolve is not None:
+                pre_resolve(ref)
+            head, *rest = ref.split(".")
+            target: Any = context.get(head)
+            for attr in rest:
+                target = getattr(target, attr, None)
+            if target is None:
+                raise DeclarationError(f"{full_name}: foreign key -> {ref}: no table named {ref!r} in scope")
+            if not (isinstance(target, type) and issubclass(target, Table)):
+                raise DeclarationError(f"{full_name}: -> {ref} is not a table class")
+            if target is cls:
+                raise DeclarationError(f"{full_name}: a table cannot reference itself")
+            if target._declared_name is None:
+                raise DeclarationError(f"{full_name}: -> {ref}: {target.__qualname__} is not declared yet")
+            if target.schema.backend is not self.backend:
+                raise DeclarationError(f"{full_name}: -> {ref} lives in another database")
+            return target
+
+        definition = parse_definition(full_name, cls.definition, resolve)
+        if master is not None:
+            missing = [k for k in master._definition.heading.primary_key if k not in definition.heading.primary_key]
+            if missing:
+                raise DeclarationError(
+                    f"{full_name}: a part's primary key must include its master's ({missing} missing): "
+                    "start the definition with '-> master'"
+                )
+        spec = definition.spec()
+        known = meta.get(table_name)
+        if known is not None:
+            known_tier, known_spec, _ = known
+            if known_tier != tier:
+                raise DeclarationError(
+                    f"{full_name}: declared as {tier} but the database has it as {known_tier}"
+                )
+            if known_spec != spec:
+                raise DeclarationError(describe_difference(full_name, known_spec, spec))
+            if table_name not in existing:
+                raise DeclarationError(f"{full_name}: recorded in the schema but the table is missing")
+        elif table_name in existing:
+            raise DeclarationError(
+                f"{full_name}: a table of that name exists but was not declared by mp_dagster; "
+                "refusing to adopt it"
+            )
+        cls.schema = self
+        cls.table_name = table_name
+        cls._definition = definition
+        cls._declared_name = full_name
+        if known is None:
+            if not self.create_tables:
+                raise DeclarationError(f"{full_name}: table does not exist and create_tables=False")
+            self.backend.create_table(self.name, table_name, definition)
+            self.backend.write_meta(self.name, table_name, tier, spec, definition.comment)
+
+    # -- dropping ----------------------------------------------------------------------------
+    def drop_table(self, cls: type[Table]) -> None:
+        for child, _ in dependencies.children(cls):
+            if dependencies.master_of(child) is not cls:
+                raise MPError(f"cannot drop {cls.full_name}: {child.full_name} references it")
+        with self.backend.transaction():
+            for t in reversed([cls, *dependencies.topological(cls.parts)]):
+                self.backend.drop_table(self.name, t.table_name)
+                self.backend.delete_meta(self.name, t.table_name)
+        for t in [cls, *cls.parts]:
+            dependencies.unregister(t.full_name)
+            t._declared_name = None
+        self.tables = [t for t in self.tables if t is not cls]
+
+    def drop(self, force: bool = False) -> None:
+        """Drop the whole schema with all its tables (``force=True`` is required: no prompt)."""
+        if not force:
+            raise MPError(f"Schema({self.name!r}).drop() deletes every table: pass force=True")
+        self.backend.drop_schema(self.name)
+        for t in list(dependencies.all_tables()):
+            if t.schema is self or t.full_name.startswith(self.name + "."):
+                dependencies.unregister(t.full_name)
+                t._declared_name = None
+        self.tables = []
+
+    def list_tables(self) -> list[str]:
+        """Table names in the database for this schema (without the bookkeeping table)."""
+        return sorted(t for t in self.backend.list_tables(self.name) if not t.startswith("_"))

@@ -1,0 +1,340 @@
+"""Table classes: the tiers users subclass, and inserting rows.
+
+As in DataJoint, a table class is usable directly: ``Image & key``, ``Image.fetch1()``,
+``Segmentation.populate()``. Inside ``make`` inserts are collected, not written (see
+:mod:`mp_dagster.autopopulate`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING, Any, ClassVar
+
+import numpy as np
+from psycopg import sql
+
+from . import dependencies
+from .declare import TableDefinition
+from .errors import (
+    DataError,
+    DeclarationError,
+    DirectInsertError,
+    DuplicateError,
+    MakeError,
+    MissingParentError,
+)
+from .expression import QueryExpression, RenderContext
+from .heading import Attribute, Heading, default_sql_value, to_sql_value
+
+if TYPE_CHECKING:
+    from .backends import Backend
+    from .schema import Schema
+
+# names that, used on the class, act on an instance (``Image.fetch1()`` == ``Image().fetch1()``)
+CLASS_LEVEL = frozenset(
+    {
+        "fetch", "fetch1", "insert", "insert1", "delete", "delete_preview", "populate", "key_source",
+        "pending_keys", "proj", "keys", "restrict", "join", "progress", "describe", "drop",
+    }
+)
+
+
+class TableMeta(type):
+    """Lets the class stand for its table: ``Image & key``, ``len(Image)``, ``Image.fetch()``."""
+
+    def __getattribute__(cls, name: str) -> Any:
+        if name in CLASS_LEVEL and type.__getattribute__(cls, "_declared_name") is not None:
+            return getattr(cls(), name)
+        return type.__getattribute__(cls, name)
+
+    def __and__(cls, condition: Any) -> QueryExpression:
+        return cls() & condition
+
+    def __sub__(cls, condition: Any) -> QueryExpression:
+        return cls() - condition
+
+    def __mul__(cls, other: Any) -> QueryExpression:
+        return cls() * other
+
+    def __len__(cls) -> int:
+        return len(cls())
+
+    def __iter__(cls):
+        return iter(cls())
+
+    @property
+    def full_name(cls) -> str:
+        """``schema.table``."""
+        return cls._full_name()
+
+    @property
+    def heading(cls) -> Heading:
+        cls._full_name()
+        return cls._definition.heading
+
+    @property
+    def primary_key(cls) -> list[str]:
+        return cls.heading.primary_key
+
+    def __repr__(cls) -> str:
+        name = type.__getattribute__(cls, "_declared_name")
+        return f"<table class {cls.__qualname__}{' ' + name if name else ' (not declared)'}>"
+
+
+class Table(QueryExpression, metaclass=TableMeta):
+    """A declared table. Subclass a tier (:class:`Manual`, :class:`Lookup`, :class:`Imported`,
+    :class:`Computed`) or, nested in a master, :class:`Part`."""
+
+    definition: ClassVar[str]
+    tier: ClassVar[str] = ""
+    schema: ClassVar[Schema]
+    table_name: ClassVar[str]
+    master: ClassVar[type[Table] | None] = None
+    parts: ClassVar[list[type[Table]]] = []
+    _definition: ClassVar[TableDefinition]
+    _declared_name: ClassVar[str | None] = None  # "schema.table" once declared
+
+    # -- identity --------------------------------------------------------------------------
+    @classmethod
+    def _full_name(cls) -> str:
+        if cls._declared_name is None:
+            raise DeclarationError(f"{cls.__qualname__} is not declared: decorate it with a Schema")
+        return cls._declared_name
+
+    @property
+    def full_name(self) -> str:
+        return self._full_name()
+
+    @property
+    def name(self) -> str:
+        return self._full_name()
+
+    @property
+    def heading(self) -> Heading:
+        return type(self)._definition.heading
+
+    @property
+    def backend(self) -> Backend:
+        return type(self).schema.backend
+
+    @property
+    def is_auto_populated(self) -> bool:
+        return dependencies.master_of(type(self)).tier in ("imported", "computed")
+
+    def _from(self, ctx: RenderContext) -> sql.Composable:
+        cls = type(self)
+        return self.backend.table_ident(cls.schema.name, cls.table_name)
+
+    def describe(self) -> str:
+        """The definition as declared (normalised)."""
+        d = type(self)._definition
+        lines = [f"# {d.comment}"] if d.comment else []
+        fk_attrs = {a for fk in d.foreign_keys for a in fk.attributes}
+        for section in (True, False):
+            if not section:
+                lines.append("---")
+            for fk in d.foreign_keys:
+                if fk.in_key == section:
+                    opts = [o for o, on in (("nullable", fk.nullable), ("unique", fk.unique)) if on]
+                    lines.append(f"-> {'[' + ', '.join(opts) + '] ' if opts else ''}{fk.parent.__qualname__}")
+            for a in d.heading:
+                if a.in_key == section and a.name not in fk_attrs:
+                    default = f" = {a.default!r}" if a.has_default else ""
+                    comment = f"  # {a.comment}" if a.comment else ""
+                    lines.append(f"{a.name}{default} : {a.type}{comment}")
+        return "\n".join(lines)
+
+    # -- inserting -------------------------------------------------------------------------
+    def insert1(self, row: Any, **kwargs: Any) -> None:
+        """Insert one row (a dict, a sequence in attribute order, or a numpy record)."""
+        self.insert([row], **kwargs)
+
+    def insert(
+        self,
+        rows: Any,
+        skip_duplicates: bool = False,
+        ignore_extra_fields: bool = False,
+        allow_direct_insert: bool = False,
+    ) -> None:
+        """Insert rows; all or none are written.
+
+        Inside ``make`` the rows are collected and written with the master entry after ``make``
+        returns. Outside ``make``, auto-populated masters and parts refuse direct inserts unless
+        ``allow_direct_insert=True``.
+        """
+        from .autopopulate import current_entry
+
+        cls = type(self)
+        entry = current_entry()
+        if entry is not None and (cls is entry.master or cls.master is entry.master):
+            prepared = self.prepare_rows(rows, ignore_extra_fields, skip_duplicates)
+            entry.collect(cls, prepared)
+            return
+        if entry is not None and not allow_direct_insert:
+            raise MakeError(
+                f"inside {entry.master.full_name}.make only {entry.master.full_name} and its parts can be "
+                f"inserted; {cls.full_name} is another table"
+            )
+        if not allow_direct_insert and self.is_auto_populated:
+            what = "a part of an auto-populated master" if cls.master else f"a {cls.tier} table"
+            raise DirectInsertError(
+                f"{cls.full_name} is {what}: its rows are written by "
+                f"{dependencies.master_of(cls).__qualname__}.populate() (make). "
+                "Pass allow_direct_insert=True to insert directly."
+            )
+        prepared = self.prepare_rows(rows, ignore_extra_fields, skip_duplicates)
+        if not prepared:
+            return
+        write_tables([(cls, prepared)], skip_duplicates=skip_duplicates)
+
+    def prepare_rows(
+        self, rows: Any, ignore_extra_fields: bool = False, skip_duplicates: bool = False
+    ) -> list[tuple]:
+        """Validate rows and convert them to SQL parameters in heading order.
+
+        Raises :class:`DataError` naming the table and attribute for the first bad value, so
+        nothing is written for a batch with one bad row.
+        """
+        cls = type(self)
+        table = cls.full_name
+        heading = self.heading
+        attrs = list(heading)
+        names = heading.names
+        name_set = set(names)
+        pk_idx = [i for i, a in enumerate(attrs) if a.in_key]
+        if isinstance(rows, QueryExpression) or (isinstance(rows, type) and issubclass(rows, QueryExpression)):
+            rows = (rows if isinstance(rows, QueryExpression) else rows()).fetch(as_dict=True)
+        elif isinstance(rows, Mapping) or isinstance(rows, np.void):
+            raise DataError(f"{table}: insert expects a list of rows; use insert1 for one row")
+        out: list[tuple] = []
+        seen: dict[tuple, int] = {}
+        for n, row in enumerate(rows):
+            if isinstance(row, np.void):
+                row = dict(zip(row.dtype.names, row.tolist()))
+            if isinstance(row, Mapping):
+                extra = [k for k in row if k not in name_set]
+                if extra and not ignore_extra_fields:
+                    raise DataError(
+                        f"{table}: unknown attribute {extra[0]!r} in row {n}; attributes are {names}"
+                    )
+                values = []
+                for a in attrs:
+                    if a.name in row:
+                        values.append(to_sql_value(table, a, row[a.name]))
+                    elif a.in_key:
+                        raise DataError(f"{table}: row {n} is missing primary key attribute {a.name!r}")
+                    else:
+                        values.append(default_sql_value(table, a))
+            elif isinstance(row, (Sequence, np.ndarray)) and not isinstance(row, (str, bytes)):
+                if len(row) != len(attrs):
+                    raise DataError(
+                        f"{table}: row {n} has {len(row)} values for {len(attrs)} attributes {names}"
+                    )
+                values = [to_sql_value(table, a, v) for a, v in zip(attrs, row)]
+            else:
+                raise DataError(f"{table}: row {n} is a {type(row).__name__}; expected a dict or a sequence")
+            key = tuple(values[i] for i in pk_idx)
+            if key in seen:
+                if skip_duplicates:
+                    continue
+                raise DuplicateError(
+                    f"{table}: duplicate primary key {self._key_text(key)} in rows {seen[key]} and {n}"
+                )
+            seen[key] = n
+            out.append(tuple(values))
+        return out
+
+    def _key_text(self, key: Sequence[Any]) -> str:
+        return "{" + ", ".join(f"{k}={v!r}" for k, v in zip(self.heading.primary_key, key)) + "}"
+
+    # -- deleting / populating: see delete.py and autopopulate.py -------------------------
+    def delete(self, prompt: bool | None = None, part_integrity: str = "enforce") -> int:
+        """Delete the restricted rows of this table with everything that depends on them, in one
+        transaction (see :func:`mp_dagster.delete.delete`). Returns the number of rows deleted
+        from this table."""
+        from .delete import delete
+
+        return delete(self, prompt=prompt, part_integrity=part_integrity)
+
+    def delete_preview(self, part_integrity: str = "enforce") -> dict[str, int]:
+        """Rows that ``delete`` would remove, per table (``schema.table`` -> count), leaves first."""
+        from .delete import cascade_plan
+
+        return {t.full_name: n for t, _, n in cascade_plan(self, part_integrity=part_integrity).counts()}
+
+    def drop(self) -> None:
+        """Drop this table (and its parts). Refused while other tables reference it."""
+        type(self).schema.drop_table(type(self))
+
+
+def write_tables(batches: Sequence[tuple[type[Table], list[tuple]]], skip_duplicates: bool = False,
+                 lock_key: tuple[type[Table], tuple] | None = None,
+                 still_pending: Any = None) -> bool:
+    """Write prepared rows of several tables in ONE transaction, in the order given.
+
+    ``lock_key``: take the (table, key) advisory lock first; ``still_pending()`` is then checked
+    under the lock and, if it returns False, nothing is written and False is returned.
+    Database integrity errors are translated into errors naming the table (nothing is written).
+    """
+    if not batches:
+        return False
+    backend = batches[0][0].schema.backend
+    try:
+        with backend.transaction():
+            if lock_key is not None:
+                backend.lock_key(lock_key[0].full_name, lock_key[1])
+                if still_pending is not None and not still_pending():
+                    return False
+            for cls, rows in batches:
+                if rows:
+                    backend.insert_rows(cls.schema.name, cls.table_name, list(cls._definition.heading), rows,
+                                        skip_duplicates=skip_duplicates)
+    except Exception as exc:  # noqa: BLE001 - translated below, or re-raised as is
+        kind = backend.integrity_kind(exc)
+        if kind is None:
+            raise
+        raise _explain(kind, exc, batches) from None
+    return True
+
+
+def _explain(kind: str, exc: BaseException, batches: Sequence[tuple[type[Table], list[tuple]]]) -> Exception:
+    """Name the table and attribute behind a database integrity error (after the rollback)."""
+    written = {cls.full_name: rows for cls, rows in batches}
+    for cls, rows in batches:
+        heading = cls._definition.heading
+        attrs: list[Attribute] = list(heading)
+        pk = heading.primary_key
+        pk_idx = [i for i, a in enumerate(attrs) if a.in_key]
+        if kind == "duplicate":
+            keys = [dict(zip(pk, (r[i] for i in pk_idx))) for r in rows]
+            for start in range(0, len(keys), 500):
+                found = (cls() & keys[start : start + 500]).fetch("KEY", limit=1)
+                if found:
+                    return DuplicateError(f"{cls.full_name}: duplicate primary key {found[0]} already exists")
+        if kind == "foreign_key":
+            for fk in cls._definition.foreign_keys:
+                idx = [heading.names.index(a) for a in fk.attributes]
+                wanted = {tuple(r[i] for i in idx) for r in rows if all(r[i] is not None for i in idx)}
+                present = {
+                    tuple(r[heading.names.index(a)] for a in fk.attributes)
+                    for r in written.get(fk.parent.full_name, [])
+                } if fk.parent.full_name in written else set()
+                missing = wanted - present
+                if not missing:
+                    continue
+                keys = [dict(zip(fk.attributes, k)) for k in sorted(missing, key=repr)]
+                existing = {
+                    tuple(k[a] for a in fk.attributes)
+                    for start in range(0, len(keys), 500)
+                    for k in (fk.parent() & keys[start : start + 500]).fetch("KEY")
+                }
+                absent = [k for k in keys if tuple(k[a] for a in fk.attributes) not in existing]
+                if absent:
+                    return MissingParentError(
+                        f"{cls.full_name}: attribute(s) {', '.join(fk.attributes)} = "
+                        f"{tuple(absent[0].values())!r} reference a row missing from {fk.parent.full_name}"
+                    )
+    detail = getattr(getattr(exc, "diag", None), "message_detail", None) or str(exc)
+    names = ", ".join(cls.full_name for cls, _ in batches)
+    error = {"duplicate": DuplicateError, "foreign_key": MissingParentError}.get(kind, DataError)
+    return error(f"{names}: the database refused the rows ({kind}): {detail}")

@@ -66,7 +66,8 @@ def topological(tables: Iterable[Any]) -> list[Any]:
 
 def master_of(table: Any) -> Any:
     """The master of a part, or the table itself."""
-    return getattr(table, "master", None) or table
+    master = getattr(table, "master", None)
+    return master if master is not None else table  # not `or`: a table class is falsy when empty
 
 
 def upstream_masters(master: Any) -> list[Any]:

@@ -59,6 +59,9 @@ class TableMeta(type):
     def __len__(cls) -> int:
         return len(cls())
 
+    def __bool__(cls) -> bool:
+        return True  # a class is always truthy; ``bool(Image())`` asks whether the table has rows
+
     def __iter__(cls):
         return iter(cls())
 
@@ -176,7 +179,7 @@ class Table(QueryExpression, metaclass=TableMeta):
                 f"inserted; {cls.full_name} is another table"
             )
         if not allow_direct_insert and self.is_auto_populated:
-            what = "a part of an auto-populated master" if cls.master else f"a {cls.tier} table"
+            what = "a part of an auto-populated master" if cls.master is not None else f"a {cls.tier} table"
             raise DirectInsertError(
                 f"{cls.full_name} is {what}: its rows are written by "
                 f"{dependencies.master_of(cls).__qualname__}.populate() (make). "

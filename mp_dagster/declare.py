@@ -252,6 +252,8 @@ def parse_definition(
     """
     if not isinstance(definition, str):
         raise DeclarationError(f"{table}: definition must be a string")
+    if "\x00" in definition:  # PostgreSQL text cannot hold NUL (comments are stored as text)
+        raise DeclarationError(f"{table}: the definition contains a NUL character")
     out = TableDefinition(table=table)
     attrs: dict[str, Attribute] = {}
     in_key = True

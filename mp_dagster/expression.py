@@ -396,7 +396,7 @@ class Projection(QueryExpression):
         self._renames: dict[str, str] = {}
         attrs: dict[str, Attribute] = {}
         renamed_sources = set(renames.values())
-        for new, old in renames.items():
+        for old in renames.values():
             if old not in heading:
                 raise QueryError(f"{source.name}: cannot rename unknown attribute {old!r}")
         for n in keep:

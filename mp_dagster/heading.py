@@ -431,6 +431,8 @@ def from_sql_value(attr: Attribute, value: Any) -> Any:
         return value if isinstance(value, dt.datetime) else dt.datetime.fromisoformat(value)
     if name in ("float32", "float64"):
         return float(value)
+    if name in INT_RANGES:  # PostgreSQL's numeric(20,0) for uint64 comes back as a Decimal
+        return int(value)
     return value
 
 

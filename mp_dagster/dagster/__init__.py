@@ -1,0 +1,19 @@
+"""The Dagster layer: maps tables to assets; it contains no SQL (the relational layer does that)."""
+
+from .build import build_definitions, table_bindings
+from .io_manager import MasterPartIOManager, TableBinding, entry_rows
+from .partitions import PartitionScheme, build_schemes, decode_key, encode_key
+from .translator import MasterPartTranslator
+
+__all__ = [
+    "MasterPartIOManager",
+    "MasterPartTranslator",
+    "PartitionScheme",
+    "TableBinding",
+    "build_definitions",
+    "build_schemes",
+    "decode_key",
+    "encode_key",
+    "entry_rows",
+    "table_bindings",
+]

@@ -1,0 +1,104 @@
+"""``build_definitions``: schemas in, a Dagster ``Definitions`` out."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import dagster as dg
+
+from .. import dependencies
+from ..schema import Schema
+from ..table import Table
+from .assets import build_master_asset, build_source_asset
+from .checks import build_checks
+from .io_manager import MasterPartIOManager, TableBinding
+from .partitions import build_schemes
+from .schedules import build_pending_schedule
+from .sensors import MAX_PARTITIONS_PER_TICK, build_pending_sensor
+from .translator import MasterPartTranslator
+
+AUTO_TIERS = ("imported", "computed")
+
+
+def table_bindings(
+    schemas: list[Schema], translator: MasterPartTranslator | None = None
+) -> dict[dg.AssetKey, TableBinding]:
+    """Asset key -> (table, partition scheme) for every master of ``schemas``."""
+    translator = translator or MasterPartTranslator()
+    masters = dependencies.topological(t for s in schemas for t in s.tables)
+    schemes = build_schemes(masters)
+    return {
+        translator.get_asset_key(t): TableBinding(t, schemes[t.full_name], translator.get_asset_key(t))
+        for t in masters
+    }
+
+
+def job_name(table: type[Table]) -> str:
+    return f"{table.schema.name}__{table.table_name}_job"
+
+
+def build_definitions(
+    *schemas: Schema,
+    translator: MasterPartTranslator | None = None,
+    io_manager_key: str = "mp_io_manager",
+    sensors: bool = True,
+    sensor_interval_seconds: int = 30,
+    sensor_batch_size: int = MAX_PARTITIONS_PER_TICK,
+    sensor_default_status: dg.DefaultSensorStatus = dg.DefaultSensorStatus.RUNNING,
+    schedules: Mapping[type[Table], str] | None = None,
+    checks: bool = True,
+    stale_pending_seconds: float = 3600.0,
+) -> dg.Definitions:
+    """Dagster definitions for every master table of ``schemas``.
+
+    * one asset per master (key ``[schema, table]``; parts described in its metadata);
+    * Manual/Lookup masters are external partitioned assets; Imported/Computed masters are
+      partitioned assets whose materialization runs ``make`` and writes through the IO manager;
+    * per auto-populated master: an asset job, a sensor on pending keys (``sensors=True``),
+      asset checks (``checks=True``) and, if ``schedules`` maps the table to a cron string, a
+      schedule requesting its pending keys.
+    """
+    if not schemas:
+        raise ValueError("build_definitions needs at least one Schema")
+    translator = translator or MasterPartTranslator()
+    bindings = table_bindings(list(schemas), translator)
+    source_keys = {
+        b.scheme.partitions_def.name: key  # type: ignore[union-attr]
+        for key, b in bindings.items()
+        if b.table.tier not in AUTO_TIERS and b.scheme.kind == "own"
+    }
+    assets: list[dg.AssetsDefinition | dg.AssetSpec] = []
+    asset_checks: list[dg.AssetChecksDefinition] = []
+    jobs: list[Any] = []
+    sensor_defs: list[dg.SensorDefinition] = []
+    schedule_defs: list[dg.ScheduleDefinition] = []
+    schedules = dict(schedules or {})
+    scheduled = {t.full_name: cron for t, cron in schedules.items()}
+    for key, binding in bindings.items():
+        table = binding.table
+        if table.tier not in AUTO_TIERS:
+            assets.append(build_source_asset(binding, translator, io_manager_key))
+            continue
+        assets.append(build_master_asset(binding, translator, io_manager_key))
+        # sensor- and schedule-launched runs materialize the asset only; checks run on demand
+        job = dg.define_asset_job(job_name(table), selection=dg.AssetSelection.assets(key).without_checks())
+        jobs.append(job)
+        if sensors:
+            sensor_defs.append(build_pending_sensor(
+                binding, job, source_keys, minimum_interval_seconds=sensor_interval_seconds,
+                batch_size=sensor_batch_size, default_status=sensor_default_status))
+        if table.full_name in scheduled:
+            schedule_defs.append(build_pending_schedule(binding, job, scheduled.pop(table.full_name)))
+        if checks:
+            asset_checks.append(build_checks(binding, stale_pending_seconds))
+    if scheduled:
+        raise ValueError(f"schedules name tables that are not auto-populated masters here: {sorted(scheduled)}")
+    return dg.Definitions(
+        assets=assets,
+        asset_checks=asset_checks,
+        jobs=jobs,
+        sensors=sensor_defs,
+        schedules=schedule_defs,
+        resources={io_manager_key: dg.IOManagerDefinition.hardcoded_io_manager(MasterPartIOManager(bindings))},
+    )

@@ -1,0 +1,109 @@
+"""Asset checks for what Dagster cannot see in the database.
+
+* ``parts_complete``: master entries with no rows in any of their parts (WARN: a make may
+  legitimately produce no parts, but entries written outside ``make`` usually lack them);
+* ``matches_database``: keys in the table without a recorded materialization (written by
+  ``populate()`` outside Dagster), and materialized partitions whose rows are gone (deleted):
+  those show here and can be recomputed from the UI;
+* ``no_stale_pending``: keys that were requested (a run exists) longer than a threshold ago
+  and are still not written.
+"""
+
+
+import time
+from typing import Any
+
+import dagster as dg
+
+from .io_manager import TableBinding
+
+SAMPLE = 20
+
+
+def _sample(keys: set[str] | list[str]) -> list[str]:
+    return sorted(keys)[:SAMPLE]
+
+
+def build_checks(binding: TableBinding, stale_after_seconds: float = 3600.0) -> dg.AssetChecksDefinition:
+    table, scheme, asset_key = binding.table, binding.scheme, binding.asset_key
+    specs = [
+        dg.AssetCheckSpec("matches_database", asset=asset_key,
+                          description="Rows in the table and materialized partitions agree."),
+        dg.AssetCheckSpec("no_stale_pending", asset=asset_key,
+                          description=f"No key requested more than {stale_after_seconds:.0f} s ago is still pending."),
+    ]
+    if table.parts:
+        specs.append(dg.AssetCheckSpec("parts_complete", asset=asset_key,
+                                       description="Every master entry has rows in its parts."))
+
+    @dg.multi_asset_check(specs=specs, name=f"{table.schema.name}__{table.table_name}_checks", can_subset=True)
+    def _checks(context: dg.AssetCheckExecutionContext):
+        instance = context.instance
+        selected = {k.name for k in context.selected_asset_check_keys}
+        if "matches_database" in selected:
+            in_db = {str(scheme.encode(k)) for k in table().fetch("KEY")}
+            materialized = {str(k) for k in instance.get_materialized_partitions(asset_key)}
+            unrecorded, deleted = in_db - materialized, materialized - in_db
+            yield dg.AssetCheckResult(
+                check_name="matches_database",
+                passed=not unrecorded and not deleted,
+                severity=dg.AssetCheckSeverity.WARN,
+                metadata={
+                    "rows without a materialization": len(unrecorded),
+                    "materialized but deleted": len(deleted),
+                    "sample unrecorded": dg.MetadataValue.json(_sample(unrecorded)),
+                    "sample deleted": dg.MetadataValue.json(_sample(deleted)),
+                },
+                description=(
+                    f"{len(deleted)} materialized partitions have no rows (deleted): re-materialize them "
+                    "to recompute" if deleted else None
+                ),
+            )
+        if "no_stale_pending" in selected:
+            yield _stale_pending(instance, binding, stale_after_seconds)
+        if "parts_complete" in selected:
+            incomplete = table()
+            for part in table.parts:
+                incomplete = incomplete - part()
+            keys = incomplete.fetch("KEY", limit=SAMPLE)
+            count = len(incomplete) if keys else 0
+            yield dg.AssetCheckResult(
+                check_name="parts_complete",
+                passed=count == 0,
+                severity=dg.AssetCheckSeverity.WARN,
+                metadata={"entries without parts": count,
+                          "sample": dg.MetadataValue.json([str(scheme.encode(k)) for k in keys])},
+            )
+
+    return _checks
+
+
+def _stale_pending(instance: dg.DagsterInstance, binding: TableBinding, threshold: float) -> dg.AssetCheckResult:
+    pending = {str(binding.scheme.encode(k)): k for k in binding.table().pending_keys()}
+    stale: list[str] = []
+    oldest: float | None = None
+    now = time.time()
+    names = list(pending)
+    for start in range(0, len(names), 1000):
+        records = instance.get_run_records(
+            dg.RunsFilter(tags={"dagster/partition": names[start : start + 1000]})
+        )
+        for record in records:
+            run = record.dagster_run
+            if run.asset_selection is not None and binding.asset_key not in run.asset_selection:
+                continue
+            created = record.create_timestamp.timestamp()
+            pk = run.tags.get("dagster/partition")
+            if pk in pending and now - created > threshold:
+                stale.append(pk)
+                oldest = created if oldest is None else min(oldest, created)
+    stale = sorted(set(stale))
+    metadata: dict[str, Any] = {
+        "pending keys": len(pending),
+        "stale pending keys": len(stale),
+        "sample": dg.MetadataValue.json(stale[:SAMPLE]),
+    }
+    if oldest is not None:
+        metadata["oldest request age (s)"] = round(now - oldest, 1)
+    return dg.AssetCheckResult(check_name="no_stale_pending", passed=not stale,
+                               severity=dg.AssetCheckSeverity.WARN, metadata=metadata)

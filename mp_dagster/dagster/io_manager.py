@@ -1,0 +1,75 @@
+"""The IO manager: writes each partition's entry (master + parts) in its own transaction.
+
+Thin on purpose, like Dagster's ``db_io_manager``: it maps partition keys to table keys and
+delegates to the relational layer's write path (``write_entry``), the same one ``populate()``
+uses. ``load_input`` hands a downstream asset the upstream partition's rows.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import dagster as dg
+
+from ..autopopulate import Entry, write_entry
+from ..table import Table
+from .partitions import PartitionScheme
+
+
+@dataclass(frozen=True)
+class TableBinding:
+    """A master table, its partition scheme, and its asset key."""
+
+    table: type[Table]
+    scheme: PartitionScheme
+    asset_key: dg.AssetKey
+
+
+def entry_rows(table: type[Table], key: dict[str, Any]) -> dict[str, list[dict[str, Any]]]:
+    """The master row and part rows of one key, by table name (``segmentation``, ``segmentation__roi``)."""
+    out = {table.table_name: (table() & key).fetch(as_dict=True)}
+    for part in table.parts:
+        out[part.table_name] = (part() & key).fetch(as_dict=True)
+    return out
+
+
+class MasterPartIOManager(dg.IOManager):
+    """Writes ``{partition_key: Entry}`` outputs; ``None`` values are keys already written."""
+
+    def __init__(self, bindings: dict[dg.AssetKey, TableBinding]) -> None:
+        self.bindings = bindings
+
+    def binding(self, asset_key: dg.AssetKey) -> TableBinding:
+        try:
+            return self.bindings[asset_key]
+        except KeyError:
+            raise dg.Failure(f"asset {asset_key.to_user_string()} is not an mp_dagster table") from None
+
+    def write(self, entry: Entry) -> bool:
+        """Write one entry in one transaction; False if the key was written meanwhile."""
+        return write_entry(entry)
+
+    def handle_output(self, context: dg.OutputContext, obj: dict[str, Entry | None]) -> None:
+        if obj is None:
+            return
+        written = skipped = 0
+        for partition_key in sorted(obj):
+            entry = obj[partition_key]
+            if entry is not None and self.write(entry):
+                written += 1
+                context.log.info(f"wrote {partition_key}: {entry.row_counts()}")
+            else:
+                skipped += 1
+                context.log.info(f"{partition_key} was already written: skipped")
+        context.add_output_metadata({"mp_dagster/entries_written_in_run": written,
+                                     "mp_dagster/entries_skipped_in_run": skipped})
+
+    def load_input(self, context: dg.InputContext) -> Any:
+        binding = self.binding(context.asset_key)
+        table, scheme = binding.table, binding.scheme
+        if not context.has_asset_partitions:
+            return entry_rows(table, {})
+        keys = list(context.asset_partition_keys)
+        rows = {pk: entry_rows(table, scheme.decode(pk)) for pk in keys}
+        return rows[keys[0]] if len(keys) == 1 else rows

@@ -1,0 +1,88 @@
+"""``MasterPartTranslator``: one object decides how a table looks in Dagster.
+
+As with dagster-dbt's translator, subclass it and override single methods::
+
+    class MyTranslator(MasterPartTranslator):
+        def get_group_name(self, table):
+            return "imaging_pipeline"
+
+        def get_automation_condition(self, table):
+            return dg.AutomationCondition.eager() if table.tier == "computed" else None
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import dagster as dg
+
+from .. import dependencies
+from ..table import Table
+
+
+def _column_schema(table: type[Table]) -> dg.TableSchema:
+    heading = table._definition.heading
+    return dg.TableSchema(
+        columns=[
+            dg.TableColumn(
+                name=a.name,
+                type=str(a.type),
+                description=a.comment or None,
+                constraints=dg.TableColumnConstraints(nullable=a.nullable),
+                tags={"primary_key": ""} if a.in_key else {},
+            )
+            for a in heading
+        ]
+    )
+
+
+class MasterPartTranslator:
+    """Maps a master table (and its parts) to an asset's key, group, description, metadata..."""
+
+    def get_asset_key(self, table: type[Table]) -> dg.AssetKey:
+        """``[schema_name, table_name]``."""
+        return dg.AssetKey([table.schema.name, table.table_name])
+
+    def get_group_name(self, table: type[Table]) -> str | None:
+        """The schema's name."""
+        return table.schema.name
+
+    def get_description(self, table: type[Table]) -> str:
+        """The table comment, then the definitions of the master and its parts."""
+        comment = table._definition.comment
+        lines = [comment] if comment else []
+        lines.append(f"{table.tier.capitalize()} table `{table.full_name}`.")
+        lines.append("```\n" + table().describe() + "\n```")
+        for part in table.parts:
+            lines.append(f"Part `{part.full_name}`:\n```\n" + part().describe() + "\n```")
+        return "\n\n".join(lines)
+
+    def get_automation_condition(self, table: type[Table]) -> dg.AutomationCondition | None:
+        """None: new keys are picked up by the table's sensor. ``AutomationCondition.eager()`` is
+        the declarative alternative (see the README)."""
+        return None
+
+    def get_tags(self, table: type[Table]) -> dict[str, str]:
+        return {"mp_dagster/tier": table.tier}
+
+    def get_kinds(self, table: type[Table]) -> set[str]:
+        return {table.schema.backend.name}
+
+    def get_owners(self, table: type[Table]) -> list[str] | None:
+        return None
+
+    def get_metadata(self, table: type[Table]) -> dict[str, Any]:
+        """Definition metadata: table name, column schema, and each part's columns."""
+        metadata: dict[str, Any] = {
+            "dagster/table_name": table.full_name,
+            "dagster/column_schema": _column_schema(table),
+            "mp_dagster/tier": table.tier,
+            "mp_dagster/primary_key": ", ".join(table._definition.heading.primary_key),
+        }
+        for part in table.parts:
+            metadata[f"part {part.__name__} ({part.full_name})"] = _column_schema(part)
+        return metadata
+
+    def get_deps(self, table: type[Table]) -> list[dg.AssetKey]:
+        """The masters of every table the master or any of its parts references."""
+        return [self.get_asset_key(m) for m in dependencies.upstream_masters(table)]

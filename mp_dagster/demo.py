@@ -1,0 +1,171 @@
+"""The demo pipelines from the seeds, with real computations.
+
+* ``imaging``: ``Image`` (manual; new images arrive as rows) -> ``Segmentation`` with part
+  ``ROI``: threshold plus connected components, ROI weights from the pixel intensities.
+* ``ephys``: ``Recording`` (manual; raw multi-channel signals of one probe array) ->
+  ``ArrayResponse`` with parts ``ElectrodeResponse`` and ``ChannelResponse``
+  (``-> ElectrodeResponse``), entered together by one ``make``.
+
+The database is ``MP_DAGSTER_DATABASE_URL`` (an SQLite file by default).
+"""
+
+from __future__ import annotations
+
+import itertools
+
+import numpy as np
+
+import mp_dagster as mp
+
+imaging = mp.Schema("imaging")
+ephys = mp.Schema("ephys")
+
+CHANNELS_PER_ELECTRODE = 4
+
+
+def label_components(mask: np.ndarray) -> np.ndarray:
+    """4-connected component labels of a boolean image (0 = background), vectorised: labels
+    start as pixel indices and take their neighbours' minimum until nothing changes."""
+    height, width = mask.shape
+    big = height * width + 1
+    labels = np.where(mask, np.arange(1, height * width + 1).reshape(mask.shape), big)
+    while True:
+        padded = np.pad(labels, 1, constant_values=big)
+        neighbours = np.minimum.reduce([
+            padded[1:-1, 1:-1], padded[:-2, 1:-1], padded[2:, 1:-1], padded[1:-1, :-2], padded[1:-1, 2:],
+        ])
+        updated = np.where(mask, neighbours, big)
+        if np.array_equal(updated, labels):
+            break
+        labels = updated
+    out = np.zeros(mask.shape, dtype=np.int64)
+    roots = np.unique(labels[mask])
+    out[mask] = np.searchsorted(roots, labels[mask]) + 1
+    return out
+
+
+def segment(image: np.ndarray, min_pixels: int = 4):
+    """Yield ``(pixel indices, weights)`` per region of interest: pixels above mean + 1 std,
+    grouped into connected components; weights are the normalised intensities."""
+    image = np.asarray(image, dtype=np.float64)
+    mask = image > image.mean() + image.std()
+    labels = label_components(mask)
+    for label in range(1, labels.max() + 1):
+        pixels = np.flatnonzero(labels == label)
+        if len(pixels) < min_pixels:
+            continue
+        weights = image.ravel()[pixels]
+        yield pixels, weights / weights.sum()
+
+
+def synthetic_image(seed: int, size: int = 128, cells: int = 45) -> np.ndarray:
+    """A fluorescence-like image: Gaussian cells on a noisy background."""
+    rng = np.random.default_rng(seed)
+    yy, xx = np.mgrid[0:size, 0:size]
+    image = rng.normal(0.1, 0.02, (size, size))
+    for cy, cx in rng.uniform(6, size - 6, (cells, 2)):
+        image += np.exp(-((yy - cy) ** 2 + (xx - cx) ** 2) / (2 * rng.uniform(1.5, 2.5) ** 2))
+    return image
+
+
+def synthetic_recording(seed: int, electrodes: int = 4, samples: int = 2000) -> np.ndarray:
+    """Raw signals of ``electrodes * 4`` channels: oscillations plus noise, one row per channel."""
+    rng = np.random.default_rng(seed)
+    t = np.arange(samples) / 1000.0
+    channels = electrodes * CHANNELS_PER_ELECTRODE
+    freqs = rng.uniform(5, 80, channels)
+    return np.sin(2 * np.pi * freqs[:, None] * t) + rng.normal(0, 0.5, (channels, samples))
+
+
+@imaging
+class Image(mp.Manual):
+    definition = """  # a microscope image
+    image_id : int
+    ---
+    image : longblob   # 2-D float array
+    """
+
+
+@imaging
+class Segmentation(mp.Computed):
+    definition = """  # image segmentation
+    -> Image
+    """
+
+    class ROI(mp.Part):
+        definition = """  # Region of interest resulting from segmentation
+        -> Segmentation
+        roi  : smallint   # roi number
+        ---
+        roi_pixels  : longblob   #  indices of pixels
+        roi_weights : longblob   #  weights of pixels
+        """
+
+    def make(self, key):
+        image = (Image & key).fetch1("image")
+        self.insert1(key)
+        count = itertools.count()
+        Segmentation.ROI().insert(
+            dict(key, roi=next(count), roi_pixels=p, roi_weights=w) for p, w in segment(image)
+        )
+
+
+@ephys
+class Recording(mp.Manual):
+    definition = """  # raw signals of one probe array
+    array : int
+    ---
+    sampling_rate : float64     # Hz
+    signals : longblob          # (channels, samples)
+    """
+
+
+@ephys
+class ArrayResponse(mp.Computed):
+    definition = """  # response of a whole array: its electrodes and their channels
+    -> Recording
+    ---
+    mean_power : float64
+    """
+
+    class ElectrodeResponse(mp.Part):
+        definition = """
+        -> master
+        electrode: int    # electrode number on the probe
+        ---
+        power : float64   # mean power of its channels
+        """
+
+    class ChannelResponse(mp.Part):
+        definition = """
+        -> ArrayResponse.ElectrodeResponse
+        channel: int
+        ---
+        response: longblob  # power spectrum of the channel
+        peak_hz : float64
+        """
+
+    def make(self, key):
+        signals, rate = (Recording & key).fetch1("signals", "sampling_rate")
+        spectra = np.abs(np.fft.rfft(signals, axis=1)) ** 2 / signals.shape[1]
+        freqs = np.fft.rfftfreq(signals.shape[1], d=1.0 / rate)
+        electrodes = signals.shape[0] // CHANNELS_PER_ELECTRODE
+        self.insert1(dict(key, mean_power=float(spectra.mean())))
+        for e in range(electrodes):
+            rows = range(e * CHANNELS_PER_ELECTRODE, (e + 1) * CHANNELS_PER_ELECTRODE)
+            self.ElectrodeResponse.insert1(dict(key, electrode=e, power=float(spectra[list(rows)].mean())))
+            self.ChannelResponse.insert(
+                dict(key, electrode=e, channel=c, response=spectra[c], peak_hz=float(freqs[spectra[c][1:].argmax() + 1]))
+                for c in rows
+            )
+
+
+def add_demo_data(images: int = 3, recordings: int = 1) -> tuple[list[int], list[int]]:
+    """Insert the next ``images`` synthetic images and ``recordings`` recordings; returns their ids."""
+    next_image = max(Image.fetch("image_id").tolist(), default=-1) + 1
+    image_ids = list(range(next_image, next_image + images))
+    Image.insert([dict(image_id=i, image=synthetic_image(i)) for i in image_ids])
+    next_array = max(Recording.fetch("array").tolist(), default=-1) + 1
+    arrays = list(range(next_array, next_array + recordings))
+    Recording.insert([dict(array=a, sampling_rate=1000.0, signals=synthetic_recording(a)) for a in arrays])
+    return image_ids, arrays

@@ -176,7 +176,7 @@ def test_delete_never_waits_for_input_without_a_terminal(schema, db_url, tmp_pat
     script = tmp_path / "del.py"
     script.write_text(
         "import sys, numpy as np\n"
-        f"sys.path.insert(0, {str((__import__('pathlib').Path(__file__).parent))!r})\n"
+        f"sys.path.insert(0, {str(__import__('pathlib').Path(__file__).parent)!r})\n"
         "import mp_dagster as mp\n"
         "from pipelines import declare_imaging\n"
         f"s = mp.Schema({schema.name!r}, database_url={db_url!r})\n"

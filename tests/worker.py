@@ -13,8 +13,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-import mp_dagster as mp  # noqa: E402
 from pipelines import declare_imaging  # noqa: E402
+
+import mp_dagster as mp  # noqa: E402
 
 
 def main() -> None:

@@ -43,7 +43,7 @@ def to_snake_case(class_name: str) -> str:
 
 def check_identifier(name: str, what: str) -> str:
     """Validate a SQL identifier we create (schema, table, attribute names)."""
-    if not isinstance(name, str) or not IDENTIFIER.match(name) or len(name) > MAX_IDENTIFIER:
+    if not isinstance(name, str) or not IDENTIFIER.fullmatch(name) or len(name) > MAX_IDENTIFIER:
         raise DeclarationError(
             f"invalid {what} name {name!r}: use lowercase letters, digits and underscores, "
             f"starting with a letter, at most {MAX_IDENTIFIER} characters"
@@ -166,7 +166,8 @@ def _parse_default(table: str, attr: Attribute, text: str) -> tuple[Any, bool]:
             raise DeclarationError(f"{table}.{attr.name}: CURRENT_TIMESTAMP is only a default for datetime")
         return CURRENT_TIMESTAMP, False
     if len(raw) >= 2 and raw[0] == raw[-1] and raw[0] in "'\"":
-        value: Any = raw[1:-1].replace("\\" + raw[0], raw[0])
+        # a quote inside is escaped with a backslash or doubled (SQL: 'it''s')
+        value: Any = raw[1:-1].replace("\\" + raw[0], raw[0]).replace(raw[0] * 2, raw[0])
         if attr.type.name in ("uuid", "date", "datetime", "decimal"):
             pass  # converted from its string form below
     elif raw.lower() in ("true", "false"):
@@ -196,7 +197,7 @@ def parse_attribute(table: str, line: str, in_key: bool) -> Attribute:
     if not m:
         raise DeclarationError(f"{table}: cannot parse line {line!r}")
     name = m.group("name")
-    if not IDENTIFIER.match(name) or len(name) > MAX_IDENTIFIER:
+    if not IDENTIFIER.fullmatch(name) or len(name) > MAX_IDENTIFIER:
         raise DeclarationError(
             f"{table}: invalid attribute name {name!r}: use lowercase letters, digits and "
             f"underscores, starting with a letter, at most {MAX_IDENTIFIER} characters"
@@ -321,6 +322,8 @@ def parse_definition(
             names = tuple(a.strip() for a in m.group("attrs").split(",") if a.strip())
             if not names:
                 raise DeclarationError(f"{table}: empty index in {line!r}")
+            if len(set(names)) != len(names):
+                raise DeclarationError(f"{table}: an attribute is repeated in {line!r}")
             out.indexes.append(Index(names, unique=bool(m.group("unique"))))
             continue
         attr = parse_attribute(table, line, in_key)

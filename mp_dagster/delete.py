@@ -174,7 +174,7 @@ def _delete_keys(table: type[Table], keys: list[dict[str, Any]]) -> None:
     rows = [[k[a] for a in pk] for k in keys]
     heading = table._definition.heading
     if backend.needs_adapt([heading[a] for a in pk]):
-        rows = [backend.adapt_row([heading[a] for a in pk], r) for r in rows]
+        rows = [backend.adapt_row([heading[a] for a in pk], r, table.full_name) for r in rows]
     backend.execute_many(query, rows)
 
 

@@ -6,19 +6,24 @@
   ``ArrayResponse`` with parts ``ElectrodeResponse`` and ``ChannelResponse``
   (``-> ElectrodeResponse``), entered together by one ``make``.
 
-The database is ``MP_DAGSTER_DATABASE_URL`` (an SQLite file by default).
+The database is ``MP_DAGSTER_DATABASE_URL`` (an SQLite file by default). The schema names are
+``imaging`` and ``ephys``, each prefixed with ``MP_DAGSTER_DEMO_PREFIX`` (default empty), so
+several copies of the demo (e.g. concurrent test runs) can share one database.
 """
 
 from __future__ import annotations
 
 import itertools
+import os
 
 import numpy as np
 
 import mp_dagster as mp
 
-imaging = mp.Schema("imaging")
-ephys = mp.Schema("ephys")
+PREFIX = os.environ.get("MP_DAGSTER_DEMO_PREFIX", "")
+
+imaging = mp.Schema(PREFIX + "imaging")
+ephys = mp.Schema(PREFIX + "ephys")
 
 CHANNELS_PER_ELECTRODE = 4
 

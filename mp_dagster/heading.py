@@ -120,6 +120,8 @@ def parse_type(text: str) -> SQLType:
     if not m:
         raise ValueError(f"unknown type {text.strip()!r}")
     name, args = m.group("name").lower(), m.group("args").strip()
+    if m.group("unsigned"):  # would silently accept negative values
+        raise ValueError(f"'unsigned' is not supported for {name} in {text.strip()!r}")
     if name in ("datetime", "timestamp"):  # datetime(3): fractional precision is kept by both backends
         if not args.isdigit():
             raise ValueError(f"bad precision in {text.strip()!r}")
@@ -178,6 +180,8 @@ class Attribute:
 def _jsonable(value: Any) -> Any:
     if isinstance(value, (dt.date, dt.datetime, uuid.UUID, decimal.Decimal)):
         return str(value)
+    if isinstance(value, float) and not math.isfinite(value):  # nan != nan: compare as text
+        return repr(value)
     return value
 
 
@@ -265,6 +269,8 @@ def _to_decimal(attr: Attribute, value: Any) -> decimal.Decimal:
     quantized = out.quantize(decimal.Decimal(1).scaleb(-scale), rounding=decimal.ROUND_HALF_EVEN)
     if len(quantized.as_tuple().digits) > precision and quantized != 0:
         raise ValueError(f"{out} does not fit decimal({precision},{scale})")
+    if quantized.is_zero():  # -0 and 0 are one value (one key) on every backend
+        quantized = abs(quantized)
     return quantized
 
 
@@ -275,6 +281,11 @@ def _to_text(attr: Attribute, value: Any) -> str:
         raise ValueError(f"expected a string, got {type(value).__name__} {value!r:.60}")
     if "\x00" in value:
         raise ValueError("strings cannot contain NUL characters")
+    if not value.isascii():
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError as exc:  # a lone surrogate: not text any database can store
+            raise ValueError(f"{value!r:.60} is not valid Unicode text ({exc.reason})") from None
     t = attr.type
     if t.length is not None and len(value) > t.length:
         raise ValueError(f"string of length {len(value)} exceeds {t}")

@@ -104,7 +104,8 @@ class Schema:
             def declare_part(part: type[Table]) -> None:
                 name = part.__name__
                 in_progress.add(name)
-                if any(isinstance(v, type) and issubclass(v, Table) for v in vars(part).values()):
+                if any(isinstance(v, type) and issubclass(v, Table) and k != "master"
+                       for k, v in vars(part).items()):
                     raise DeclarationError(
                         f"{part.__qualname__}: a part cannot have parts of its own (parts are not nested)"
                     )
@@ -113,7 +114,10 @@ class Schema:
                 part_table = check_identifier(f"{table_name}__{to_snake_case(name)}", "table")
 
                 def resolve_part_ref(ref: str) -> Any:
-                    target = part_ctx.get(ref)
+                    head, *rest = ref.split(".")
+                    target: Any = part_ctx.get(head)
+                    for attr in rest:
+                        target = getattr(target, attr, None)
                     if isinstance(target, type) and target in parts and target.__name__ in pending:
                         if target.__name__ in in_progress:
                             raise DeclarationError(f"{part.__qualname__}: circular reference among parts")

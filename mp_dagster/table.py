@@ -296,6 +296,8 @@ def write_tables(batches: Sequence[tuple[type[Table], list[tuple]]], skip_duplic
         kind = backend.integrity_kind(exc)
         if kind is None:
             raise
+        if backend.in_transaction and backend.errors_abort_transaction:  # cannot be queried now
+            raise _driver_error(kind, exc, batches) from None
         raise _explain(kind, exc, batches) from None
     return True
 
@@ -337,6 +339,11 @@ def _explain(kind: str, exc: BaseException, batches: Sequence[tuple[type[Table],
                         f"{cls.full_name}: attribute(s) {', '.join(fk.attributes)} = "
                         f"{tuple(absent[0].values())!r} reference a row missing from {fk.parent.full_name}"
                     )
+    return _driver_error(kind, exc, batches)
+
+
+def _driver_error(kind: str, exc: BaseException, batches: Sequence[tuple[type[Table], list[tuple]]]) -> Exception:
+    """The error from the driver's own message (when the database cannot be asked for more)."""
     detail = getattr(getattr(exc, "diag", None), "message_detail", None) or str(exc)
     names = ", ".join(cls.full_name for cls, _ in batches)
     error = {"duplicate": DuplicateError, "foreign_key": MissingParentError}.get(kind, DataError)

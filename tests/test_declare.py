@@ -176,14 +176,6 @@ def test_every_type_round_trips(schema, sql_type, value):
 def test_uint64_above_int64_range(schema, request):
     """PostgreSQL stores the whole uint64 range; SQLite's integers stop at 2**63 - 1 and must
     say so with a clear error naming table and attribute (and write nothing)."""
-    if schema.backend.name == "sqlite":
-        request.applymarker(
-            pytest.mark.xfail(
-                reason="BUG: backends/sqlite.py _adapt raises a bare OverflowError (not an MPError, "
-                "no table/attribute) for uint64 values >= 2**63",
-                strict=True,
-            )
-        )
 
     @schema
     class Counter(mp.Manual):
@@ -228,7 +220,9 @@ def test_blob_attributes_hold_plain_python_values(schema):
     for i, v in enumerate(values):
         assert_same((Store & {"id": i}).fetch1("data"), v)
     # a top-level None is NULL, which a non-nullable blob refuses
-    with raises_naming(mp.DataError, f"{schema.name}.store", attribute_ref(f"{schema.name}.store", "data")):
+    with raises_naming(
+        mp.DataError, f"{schema.name}.store", attribute_ref(f"{schema.name}.store", "data")
+    ):
         Store.insert1({"id": 99, "data": None})
     assert len(Store) == len(values)
 
@@ -246,6 +240,7 @@ def test_defaults_apply_when_attribute_omitted(schema):
         count = 5 : int               # a number
         label = "text" : varchar(20)
         single = 'it''s' : varchar(20)
+        hashed = "a # b: c" : varchar(20)  # quoted '#' and ':' belong to the default
         ratio = 1.5 : float64
         flag = true : bool
         day = "2020-01-02" : date
@@ -260,6 +255,8 @@ def test_defaults_apply_when_attribute_omitted(schema):
     row = Settings.fetch1()
     assert row["count"] == 5 and type(row["count"]) is int
     assert row["label"] == "text"
+    assert row["single"] == "it's"
+    assert row["hashed"] == "a # b: c"
     assert row["ratio"] == 1.5
     assert row["flag"] is True
     assert row["day"] == dt.date(2020, 1, 2)
@@ -271,9 +268,16 @@ def test_defaults_apply_when_attribute_omitted(schema):
     assert not Settings.heading["count"].nullable
 
     # explicit values win over defaults; explicit None only where nullable
-    Settings.insert1({"id": 2, "count": 7, "label": "other", "note": "n", "created": dt.datetime(2001, 1, 1)})
+    Settings.insert1(
+        {"id": 2, "count": 7, "label": "other", "note": "n", "created": dt.datetime(2001, 1, 1)}
+    )
     row = (Settings & {"id": 2}).fetch1()
-    assert (row["count"], row["label"], row["note"], row["created"]) == (7, "other", "n", dt.datetime(2001, 1, 1))
+    assert (row["count"], row["label"], row["note"], row["created"]) == (
+        7,
+        "other",
+        "n",
+        dt.datetime(2001, 1, 1),
+    )
     Settings.insert1({"id": 3, "note": None})
     assert (Settings & {"id": 3}).fetch1("note") is None
 
@@ -313,7 +317,9 @@ def test_comments_and_table_comment(schema):
     assert Commented.fetch1() == {"thing_id": 1, "name": "x", "weight": 2}
 
 
-@pytest.mark.parametrize("divider", ["---", "----", "-------------------", "---  # secondary below"])
+@pytest.mark.parametrize(
+    "divider", ["---", "----", "-------------------", "---  # secondary below"]
+)
 def test_divider_of_three_or_more_dashes(schema, divider):
     @schema
     class Divided(mp.Manual):
@@ -379,9 +385,13 @@ def test_foreign_keys_in_either_section(schema):
     Subject.insert1({"subject_id": 1, "name": "mouse"})
     Session.insert1({"subject_id": 1, "session": 1, "rig": "A"})
     assert Session.fetch1() == {"subject_id": 1, "session": 1, "rig": "A", "notes": ""}
-    with raises_naming(mp.MissingParentError, f"{schema.name}.session", f"{schema.name}.subject", "subject_id"):
+    with raises_naming(
+        mp.MissingParentError, f"{schema.name}.session", f"{schema.name}.subject", "subject_id"
+    ):
         Session.insert1({"subject_id": 2, "session": 1, "rig": "A"})
-    with raises_naming(mp.MissingParentError, f"{schema.name}.session", f"{schema.name}.rig", "rig"):
+    with raises_naming(
+        mp.MissingParentError, f"{schema.name}.session", f"{schema.name}.rig", "rig"
+    ):
         Session.insert1({"subject_id": 1, "session": 2, "rig": "Z"})
     with raises_naming(mp.DataError, f"{schema.name}.session", "rig"):
         Session.insert1({"subject_id": 1, "session": 3})  # a secondary FK is required by default
@@ -410,7 +420,9 @@ def test_nullable_foreign_key(schema):
     Task.insert1({"task_id": 2, "title": "explicit none", "person_id": None})
     Task.insert1({"task_id": 3, "title": "assigned", "person_id": 7})
     assert Task.fetch("person_id").tolist() == [None, None, 7]
-    with raises_naming(mp.MissingParentError, f"{schema.name}.task", f"{schema.name}.person", "person_id"):
+    with raises_naming(
+        mp.MissingParentError, f"{schema.name}.task", f"{schema.name}.person", "person_id"
+    ):
         Task.insert1({"task_id": 4, "title": "ghost", "person_id": 8})
     assert len(Task) == 3
 
@@ -474,7 +486,7 @@ def test_indexes(schema):
         """
 
     Cell.insert([(1, 0, 0, "a"), (2, 0, 0, "b")])  # plain index: repeated values are fine
-    with raises_naming(mp.DuplicateError, f"{schema.name}.cell"):
+    with raises_naming(mp.DuplicateError, f"{schema.name}.cell", "label"):
         Cell.insert1((3, 1, 1, "a"))
     with pytest.raises(mp.MPError):
         Cell.insert([(4, 1, 1, "c"), (5, 1, 1, "c")])
@@ -540,6 +552,34 @@ def test_table_names(schema):
     assert set(Segmentation.parts) == {Segmentation.ROI, Segmentation.CellTrace}
 
 
+@pytest.mark.parametrize(
+    "name", ["bad\n", "Bad", "1bad", "bad-name", "bad name", "a__b", "pg_x", "x" * 64, ""]
+)
+def test_invalid_schema_names_are_refused(db_url, name):
+    with pytest.raises(mp.DeclarationError) as info:
+        mp.Schema(name, database_url=db_url)
+    assert repr(name) in str(info.value) or name in str(info.value)
+
+
+def test_long_table_names_with_indexes(schema):
+    long_name = "A" + "b" * 62  # table name of 63 characters, PostgreSQL's maximum
+    first = "A" + "b" * 50 + "First"
+    second = "A" + "b" * 50 + "Second"
+    for class_name in (long_name, first, second):
+        cls = type(class_name, (mp.Manual,), {"definition": "id : int\n---\nx : int\nindex(x)"})
+        schema(cls)
+        cls.insert1((1, 2))
+        assert cls.fetch1() == {"id": 1, "x": 2}
+    assert len(schema.list_tables()) == 3
+
+
+def test_too_long_table_name_is_refused(schema):
+    cls = type("A" + "b" * 63, (mp.Manual,), {"definition": "id : int"})
+    with raises_naming(mp.DeclarationError, "abbbb", "63"):
+        schema(cls)
+    assert schema.list_tables() == []
+
+
 # --- parts ------------------------------------------------------------------------------------
 
 
@@ -594,7 +634,10 @@ def test_parts_referencing_parts_of_the_same_master(schema, reference):
     ]
     _fill_array_response(ArrayResponse)
     assert len(ArrayResponse.ChannelResponse) == 6
-    assert_same((ArrayResponse.ChannelResponse & {"electrode": 2, "channel": 3}).fetch1("response"), np.full(3, 23))
+    assert_same(
+        (ArrayResponse.ChannelResponse & {"electrode": 2, "channel": 3}).fetch1("response"),
+        np.full(3, 23),
+    )
     with raises_naming(
         mp.MissingParentError,
         f"{name}.array_response__channel_response",
@@ -632,11 +675,6 @@ def test_part_declared_before_the_part_it_references(schema):
     assert len(ArrayResponse.ChannelResponse) == 6
 
 
-@pytest.mark.xfail(
-    reason="BUG: schema.py Schema._declare.resolve_part_ref only pre-declares parts referenced by "
-    "their bare name; '-> Master.Part' to a part nested later fails as 'not declared yet'",
-    strict=True,
-)
 def test_part_declared_before_the_part_it_references_by_dotted_name(schema):
     @schema
     class ArrayResponse(mp.Computed):
@@ -657,6 +695,38 @@ def test_part_declared_before_the_part_it_references_by_dotted_name(schema):
             """
 
     assert ArrayResponse.ChannelResponse.primary_key == ["array", "electrode", "channel"]
+
+
+def test_table_referencing_a_part_of_another_master(schema):
+    @schema
+    class Segmentation(mp.Manual):
+        definition = """
+        seg_id : int
+        """
+
+        class ROI(mp.Part):
+            definition = """
+            -> master
+            roi_id : int
+            """
+
+    @schema
+    class RoiLabel(mp.Manual):
+        definition = """
+        -> Segmentation.ROI
+        ---
+        label : varchar(10)
+        """
+
+    assert RoiLabel.primary_key == ["seg_id", "roi_id"]
+    Segmentation.insert1((1,))
+    Segmentation.ROI.insert([(1, 1), (1, 2)])
+    RoiLabel.insert1((1, 2, "soma"))
+    with raises_naming(
+        mp.MissingParentError, f"{schema.name}.roi_label", f"{schema.name}.segmentation__roi"
+    ):
+        RoiLabel.insert1((1, 3, "dendrite"))
+    assert len(Segmentation.ROI & RoiLabel) == 1
 
 
 def test_decorating_a_part_is_refused(schema):
@@ -816,11 +886,6 @@ def test_redecorating_the_same_class_is_a_noop(schema):
     assert schema.list_tables() == ["image"]
 
 
-@pytest.mark.xfail(
-    reason="BUG: schema.py Schema._declare.declare_part treats the part's own `master` attribute "
-    "(set by the first declaration) as a nested part, so re-declaring a master with parts fails",
-    strict=True,
-)
 def test_redecorating_a_master_with_parts_is_a_noop(schema):
     @schema
     class Segmentation(mp.Manual):
@@ -882,6 +947,43 @@ def test_fresh_identical_class_is_a_noop_and_keeps_rows(schema):
     assert len(Image) == 1 and len(Image.Tag) == 1
     assert_same(Image.fetch1("image"), np.ones(3))
     assert schema.list_tables() == ["image", "image__tag"]
+
+
+def test_redeclaring_with_every_kind_of_default_is_a_noop(schema):
+    definition = """
+    id : int
+    ---
+    a = 5 : int
+    b = -1.5 : float64
+    c = nan : float64
+    d = inf : float64
+    e = "text" : varchar(10)
+    f = '2020-01-02' : date
+    g = "2020-01-02 03:04:05" : datetime
+    h = CURRENT_TIMESTAMP : timestamp
+    i = "1.50" : decimal(4,2)
+    j = 2.25 : decimal(4,2)
+    k = true : bool
+    m = "12345678-1234-5678-1234-567812345678" : uuid
+    n = 'b' : enum('a', 'b')
+    o = null : longblob
+    p = null : json
+    """
+
+    for _ in range(3):
+        cls = type("Defaults", (mp.Manual,), {"definition": definition})
+        schema(cls)
+    assert schema.list_tables() == ["defaults"]
+    cls.insert1({"id": 1, "c": 0.0})
+    row = cls.fetch1()
+    assert (
+        row["d"] == float("inf")
+        and row["i"] == decimal.Decimal("1.50")
+        and row["j"] == decimal.Decimal("2.25")
+    )
+    assert row["g"] == dt.datetime(2020, 1, 2, 3, 4, 5) and isinstance(row["h"], dt.datetime)
+    assert row["m"] == uuid.UUID("12345678-1234-5678-1234-567812345678")
+    assert row["o"] is None and row["p"] is None and row["k"] is True
 
 
 def test_spelling_of_a_type_does_not_matter(schema):
@@ -1082,6 +1184,10 @@ MALFORMED = [
     pytest.param("x : enum()", "x", [], id="empty-enum"),
     pytest.param("x : enum('a','a')", "x", [], id="duplicate-enum-value"),
     pytest.param("x : int unsigned signed", "x", [], id="type-with-trailing-words"),
+    pytest.param("x : int\n---\ny : varchar(5) unsigned", "y", ["unsigned"], id="unsigned-varchar"),
+    pytest.param(
+        "x : int\n---\ny : decimal(5,2) unsigned", "y", ["unsigned"], id="unsigned-decimal"
+    ),
     pytest.param("x int", "x", [":"], id="missing-colon"),
     pytest.param("x :", "x", [], id="empty-type"),
     pytest.param("Xyz : int", "Xyz", [], id="uppercase-name"),
@@ -1112,11 +1218,22 @@ MALFORMED = [
     pytest.param("-> Parent\n-> Parent\nx : int", None, ["Parent"], id="duplicate-foreign-key"),
     pytest.param("x : int\n---\ny : int\n---\nz : int", None, ["---"], id="two-dividers"),
     pytest.param("x : int\n---\n-> [sorted] Parent", None, ["sorted"], id="unknown-fk-option"),
-    pytest.param("x : int\n---\n-> [nullable unique] Parent", None, ["nullable unique"], id="fk-options-no-comma"),
+    pytest.param(
+        "x : int\n---\n-> [nullable unique] Parent",
+        None,
+        ["nullable unique"],
+        id="fk-options-no-comma",
+    ),
     pytest.param("-> [nullable] Parent\nx : int", None, ["nullable"], id="nullable-fk-in-key"),
     pytest.param("x : int\n---\ny : int\nindex(y, nope)", "nope", [], id="index-unknown-attribute"),
-    pytest.param("x : int\n---\nunique index(nope)", "nope", [], id="unique-index-unknown-attribute"),
+    pytest.param(
+        "x : int\n---\nunique index(nope)", "nope", [], id="unique-index-unknown-attribute"
+    ),
     pytest.param("x : int\n---\nindex()", None, ["index"], id="empty-index"),
+    pytest.param(
+        "x : int\n---\nunique index(x, x)", None, ["index"], id="repeated-in-unique-index"
+    ),
+    pytest.param("x : int\n---\ny : int\nindex(y, y)", None, ["index"], id="repeated-in-index"),
     pytest.param("x : int\n---\ny = 'abc' : int", "y", ["default"], id="string-default-for-int"),
     pytest.param("x : int\n---\ny = 1.5 : int", "y", ["default"], id="fraction-default-for-int"),
     pytest.param("x : int\n---\ny = 300 : tinyint", "y", ["default"], id="out-of-range-default"),
@@ -1126,8 +1243,12 @@ MALFORMED = [
     pytest.param("x : int\n---\ny = 'yesterday' : date", "y", ["default"], id="date-default"),
     pytest.param("x : int\n---\ny = 'x' : uuid", "y", ["default"], id="uuid-default"),
     pytest.param("x : int\n---\ny = 2 : bool", "y", ["default"], id="bool-default"),
-    pytest.param("x : int\n---\ny = CURRENT_TIMESTAMP : int", "y", ["CURRENT_TIMESTAMP"], id="now-for-int"),
-    pytest.param("x : int\n---\ny = unquoted : varchar(9)", "y", ["unquoted"], id="unquoted-default"),
+    pytest.param(
+        "x : int\n---\ny = CURRENT_TIMESTAMP : int", "y", ["CURRENT_TIMESTAMP"], id="now-for-int"
+    ),
+    pytest.param(
+        "x : int\n---\ny = unquoted : varchar(9)", "y", ["unquoted"], id="unquoted-default"
+    ),
     pytest.param("x : int\n---\ny = 'a : varchar(9)", "y", [], id="unterminated-quote"),
     pytest.param("x : int\n---\ny = : int", "y", ["default"], id="empty-default"),
     pytest.param("x : int\n---\ny = 1 : longblob", "y", ["null"], id="blob-default"),
@@ -1236,11 +1357,15 @@ FRAGMENTS = [
 
 definitions = st.one_of(
     st.text(max_size=80),
-    st.lists(st.one_of(st.sampled_from(FRAGMENTS), st.text(max_size=12)), max_size=8).map("\n".join),
+    st.lists(st.one_of(st.sampled_from(FRAGMENTS), st.text(max_size=12)), max_size=8).map(
+        "\n".join
+    ),
 )
 
 
-@settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(
+    max_examples=100, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
 @given(text=definitions)
 def test_random_definitions_raise_only_mp_errors(schema, text):
     @schema

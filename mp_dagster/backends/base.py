@@ -27,6 +27,7 @@ class Backend(ABC):
     """One database connection per (process, thread); reconnects after the connection is lost."""
 
     name: str  # "postgres" or "sqlite": also the Dagster kind
+    errors_abort_transaction = False  # PostgreSQL: after an error only ROLLBACK is accepted
 
     def __init__(self, url: str) -> None:
         self.url = url
@@ -166,11 +167,17 @@ class Backend(ABC):
         for n, attrs in enumerate(dict.fromkeys(wanted)):
             self.execute(
                 sql.SQL("CREATE INDEX {} ON {} ({})").format(
-                    sql.Identifier(f"{schema}_{table}_ix{n}"[:63] if self.name == "sqlite" else f"{table}_ix{n}"[:63]),
+                    sql.Identifier(self.index_name(schema, table, n)),
                     self.table_ident(schema, table),
                     sql.SQL(", ").join(map(sql.Identifier, attrs)),
                 )
             )
+
+    @staticmethod
+    def index_name(schema: str, table: str, n: int) -> str:
+        """Unique per database whatever the table name's length (names are cut at 63 chars)."""
+        digest = hashlib.blake2b(f"{schema}.{table}".encode(), digest_size=6).hexdigest()
+        return f"{table[:40]}_ix{n}_{digest}"
 
     def drop_table(self, schema: str, table: str) -> None:
         self.execute(sql.SQL("DROP TABLE IF EXISTS {}").format(self.table_ident(schema, table)))
@@ -228,12 +235,15 @@ class Backend(ABC):
             sql.SQL(", ").join(sql.Placeholder() * len(attrs)),
             sql.SQL(" ON CONFLICT DO NOTHING") if skip_duplicates else sql.SQL(""),
         )
-        self.execute_many(query, [self.adapt_row(attrs, r) for r in rows] if self.needs_adapt(attrs) else rows)
+        if self.needs_adapt(attrs):
+            rows = [self.adapt_row(attrs, r, f"{schema}.{table}") for r in rows]
+        self.execute_many(query, rows)
 
     def needs_adapt(self, attrs: Sequence[Attribute]) -> bool:
         return False
 
-    def adapt_row(self, attrs: Sequence[Attribute], row: Sequence[Any]) -> Sequence[Any]:
+    def adapt_row(self, attrs: Sequence[Attribute], row: Sequence[Any], table: str = "") -> Sequence[Any]:
+        """Backend-specific parameter values (raises DataError naming ``table`` and attribute)."""
         return row
 
     @abstractmethod

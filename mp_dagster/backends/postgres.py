@@ -56,6 +56,7 @@ COPY_MIN_ROWS = 8  # below this a pipelined executemany is as fast and simpler
 
 class PostgresBackend(Backend):
     name = "postgres"
+    errors_abort_transaction = True
 
     def _connect(self) -> psycopg.Connection:
         try:

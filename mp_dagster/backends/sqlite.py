@@ -17,6 +17,7 @@ from typing import Any
 from psycopg import sql
 
 from ..errors import ConnectionError as MPConnectionError
+from ..errors import DataError
 from ..heading import Attribute
 from .base import Backend
 
@@ -39,10 +40,12 @@ _COLUMN_TYPES = {
     "blob": "BLOB",
     "bytes": "BLOB",
 }
-_ADAPTED = {"decimal", "date", "datetime", "uuid", "uint64"}
+_ADAPTED = {"decimal", "date", "datetime", "uuid", "uint64", "float32", "float64"}
 
 
 def _adapt(value: Any) -> Any:
+    if isinstance(value, float) and value != value:
+        return "NaN"  # SQLite stores a NaN REAL as NULL; the text survives and reads back as nan
     if isinstance(value, (dt.datetime, dt.date)):
         return value.isoformat(sep=" ") if isinstance(value, dt.datetime) else value.isoformat()
     if isinstance(value, (decimal.Decimal, uuid.UUID)):
@@ -147,8 +150,16 @@ class SQLiteBackend(Backend):
     def needs_adapt(self, attrs: Sequence[Attribute]) -> bool:
         return any(a.type.name in _ADAPTED for a in attrs)
 
-    def adapt_row(self, attrs: Sequence[Attribute], row: Sequence[Any]) -> Sequence[Any]:
-        return [_adapt(v) for v in row]
+    def adapt_row(self, attrs: Sequence[Attribute], row: Sequence[Any], table: str = "") -> Sequence[Any]:
+        try:
+            return [_adapt(v) for v in row]
+        except OverflowError:
+            for a, v in zip(attrs, row):
+                try:
+                    _adapt(v)
+                except OverflowError as exc:
+                    raise DataError(f"{table}.{a.name}: {exc}") from None
+            raise
 
     def lock_key(self, full_name: str, key: Sequence[Any]) -> None:
         """BEGIN IMMEDIATE already holds the database's write lock."""

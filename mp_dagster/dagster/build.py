@@ -34,10 +34,6 @@ def table_bindings(
     }
 
 
-def job_name(table: type[Table]) -> str:
-    return f"{table.schema.name}__{table.table_name}_job"
-
-
 def build_definitions(
     *schemas: Schema,
     translator: MasterPartTranslator | None = None,
@@ -82,7 +78,7 @@ def build_definitions(
             continue
         assets.append(build_master_asset(binding, translator, io_manager_key))
         # sensor- and schedule-launched runs materialize the asset only; checks run on demand
-        job = dg.define_asset_job(job_name(table), selection=dg.AssetSelection.assets(key).without_checks())
+        job = dg.define_asset_job(binding.job_name, selection=dg.AssetSelection.assets(key).without_checks())
         jobs.append(job)
         if sensors:
             sensor_defs.append(build_pending_sensor(

@@ -90,8 +90,8 @@ def _stale_pending(instance: dg.DagsterInstance, binding: TableBinding, threshol
         )
         for record in records:
             run = record.dagster_run
-            if run.asset_selection is not None and binding.asset_key not in run.asset_selection:
-                continue
+            if binding.asset_key not in (run.asset_selection or ()) and run.job_name != binding.job_name:
+                continue  # a run of another asset sharing the partition definition
             created = record.create_timestamp.timestamp()
             pk = run.tags.get("dagster/partition")
             if pk in pending and now - created > threshold:

@@ -25,6 +25,11 @@ class TableBinding:
     scheme: PartitionScheme
     asset_key: dg.AssetKey
 
+    @property
+    def job_name(self) -> str:
+        """The asset job that sensors and schedules launch for this table."""
+        return f"{self.table.schema.name}__{self.table.table_name}_job"
+
 
 def entry_rows(table: type[Table], key: dict[str, Any]) -> dict[str, list[dict[str, Any]]]:
     """The master row and part rows of one key, by table name (``segmentation``, ``segmentation__roi``)."""

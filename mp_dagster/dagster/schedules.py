@@ -38,6 +38,10 @@ def build_pending_schedule(
         for request in add_requests:
             context.instance.add_dynamic_partitions(request.partitions_def_name, list(request.partition_keys))
         tick = context.scheduled_execution_time.isoformat()
-        return [dg.RunRequest(run_key=f"{table.full_name}:{pk}:{tick}", partition_key=pk) for pk in keys]
+        return [
+            dg.RunRequest(run_key=f"{table.full_name}:{pk}:{tick}",
+                          tags=binding.scheme.partitions_def.get_tags_for_partition_key(pk))
+            for pk in keys
+        ]
 
     return _schedule

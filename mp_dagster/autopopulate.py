@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 from . import dependencies
 from .errors import DeclarationError, MakeError, MPError
 from .expression import QueryExpression, as_expression
-from .heading import to_sql_value
+from .heading import from_sql_value, to_sql_value
 
 if TYPE_CHECKING:
     from .table import Table
@@ -57,9 +57,13 @@ class Entry:
         return {t.full_name: len(self.rows.get(t, [])) for t in self.tables}
 
     def as_dicts(self, table: type[Table]) -> list[dict[str, Any]]:
-        """Collected rows of ``table`` as dicts (SQL parameter values: blobs stay encoded)."""
-        names = table._definition.heading.names
-        return [dict(zip(names, r)) for r in self.rows.get(table, [])]
+        """Collected rows of ``table`` as dicts of Python values (blobs decoded), as fetched."""
+        attrs = list(table._definition.heading)
+        return [{a.name: from_sql_value(a, v) for a, v in zip(attrs, r)} for r in self.rows.get(table, [])]
+
+    def rows_by_table(self) -> dict[str, list[dict[str, Any]]]:
+        """``{table_name: rows}`` for the master and each part, like a fetch of the stored entry."""
+        return {t.table_name: self.as_dicts(t) for t in self.tables}
 
     def check(self) -> None:
         """The master-part contract: one master row for ``key``; parts carry the master's key."""

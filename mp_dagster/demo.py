@@ -19,6 +19,7 @@ import os
 import numpy as np
 
 import mp_dagster as mp
+from mp_dagster.png import encode_png, grey, upscale
 
 PREFIX = os.environ.get("MP_DAGSTER_DEMO_PREFIX", "")
 
@@ -106,6 +107,22 @@ class Segmentation(mp.Computed):
         roi_weights : longblob   #  weights of pixels
         """
 
+    def preview_png(self, key, rows):
+        """The image with its ROIs outlined in colour (shown on each materialization in Dagster)."""
+        image = (Image & key).fetch1("image")
+        canvas = grey(image)
+        colours = np.array([[255, 80, 80], [80, 255, 80], [80, 160, 255], [255, 220, 60], [255, 80, 255]])
+        mask = np.zeros(image.shape, dtype=np.int64)
+        for n, roi in enumerate(rows[Segmentation.ROI.table_name], 1):
+            mask.ravel()[roi["roi_pixels"]] = n
+        padded = np.pad(mask, 1)
+        edge = (mask > 0) & (
+            (padded[:-2, 1:-1] != mask) | (padded[2:, 1:-1] != mask)
+            | (padded[1:-1, :-2] != mask) | (padded[1:-1, 2:] != mask)
+        )
+        canvas[edge] = colours[(mask[edge] - 1) % len(colours)]
+        return encode_png(upscale(canvas, max(1, 256 // max(image.shape))))
+
     def make(self, key):
         image = (Image & key).fetch1("image")
         self.insert1(key)
@@ -149,6 +166,21 @@ class ArrayResponse(mp.Computed):
         response: longblob  # power spectrum of the channel
         peak_hz : float64
         """
+
+    def preview_png(self, key, rows, height=40, width=240):
+        """One strip per channel: its power spectrum (log scale), electrodes in alternating tints."""
+        channels = rows[ArrayResponse.ChannelResponse.table_name]
+        canvas = np.full((height * len(channels), width, 3), 255, dtype=np.uint8)
+        for i, row in enumerate(channels):
+            spectrum = np.log1p(np.asarray(row["response"], dtype=np.float64)[1:])
+            x = np.linspace(0, len(spectrum) - 1, width).astype(int)
+            level = spectrum[x] / max(spectrum.max(), 1e-12)
+            top = i * height + (height - 1 - (level * (height - 2)).astype(int))
+            colour = (40, 90, 200) if row["electrode"] % 2 == 0 else (200, 90, 40)
+            for column in range(width):
+                canvas[top[column]:(i + 1) * height, column] = colour
+            canvas[(i + 1) * height - 1, :] = 180
+        return encode_png(canvas)
 
     def make(self, key):
         signals, rate = (Recording & key).fetch1("signals", "sampling_rate")

@@ -8,7 +8,7 @@ import dagster as dg
 
 from ..autopopulate import Entry, compute_entry
 from ..table import Table
-from .io_manager import MasterPartIOManager, TableBinding
+from .io_manager import MasterPartIOManager, TableBinding, entry_rows
 from .translator import MasterPartTranslator
 
 
@@ -77,7 +77,8 @@ def build_master_asset(
             key = scheme.decode(partition_key)
             if table() & key:
                 entries[partition_key] = None
-                counts = stored_counts(table, key)
+                rows = entry_rows(table, key)
+                counts = {t.full_name: len(rows[t.table_name]) for t in (table, *table.parts)}
                 context.log.info(f"[{n}/{len(keys)}] {partition_key}: already in {table.full_name}, skipped")
             else:
                 if not (table()._key_source() & key):
@@ -93,8 +94,11 @@ def build_master_asset(
                     continue
                 entries[partition_key] = entry
                 counts = entry.row_counts()
+                rows = entry.rows_by_table()
                 context.log.info(f"[{n}/{len(keys)}] {partition_key}: computed {counts}")
-            context.add_asset_metadata(entry_metadata(binding, counts), partition_key=partition_key)
+            metadata = entry_metadata(binding, counts)
+            metadata.update(translator.get_materialization_metadata(table, key, rows))
+            context.add_asset_metadata(metadata, partition_key=partition_key)
         if not failures:
             return entries
         if len(keys) == 1:

@@ -12,9 +12,11 @@ As with dagster-dbt's translator, subclass it and override single methods::
 
 from __future__ import annotations
 
+import base64
 from typing import Any
 
 import dagster as dg
+import numpy as np
 
 from .. import dependencies
 from ..table import Table
@@ -34,6 +36,28 @@ def _column_schema(table: type[Table]) -> dg.TableSchema:
             for a in heading
         ]
     )
+
+
+PREVIEW_ROWS = 5
+
+
+def _cell(value: Any) -> Any:
+    """A table-metadata cell: scalars as they are, arrays and containers summarised."""
+    if isinstance(value, np.ndarray):
+        return f"array {value.dtype} {value.shape}"
+    if isinstance(value, (bool, int, float, str)) or value is None:
+        return value
+    if isinstance(value, np.generic):
+        return value.item()
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+def preview_table(rows: list[dict[str, Any]]) -> dg.TableMetadataValue:
+    records = [dg.TableRecord({k: _cell(v) for k, v in r.items()}) for r in rows[:PREVIEW_ROWS]]
+    names = list(rows[0]) if rows else []
+    schema = dg.TableSchema(columns=[dg.TableColumn(n, "string") for n in names])
+    return dg.MetadataValue.table(records=records, schema=schema)
 
 
 class MasterPartTranslator:
@@ -81,6 +105,26 @@ class MasterPartTranslator:
         }
         for part in table.parts:
             metadata[f"part {part.__name__} ({part.full_name})"] = _column_schema(part)
+        return metadata
+
+    def get_materialization_metadata(
+        self, table: type[Table], key: dict[str, Any], rows: dict[str, list[dict[str, Any]]]
+    ) -> dict[str, Any]:
+        """Per-partition metadata from the entry's rows (``{table_name: [row dicts]}``): a preview
+        table of the master row and of the first part rows, and, if the master class defines
+        ``preview_png(self, key, rows) -> bytes``, that picture (shown by the UI)."""
+        metadata: dict[str, Any] = {}
+        for name, table_rows in rows.items():
+            if table_rows:
+                metadata[f"preview {name}"] = preview_table(table_rows)
+        make_picture = getattr(table, "preview_png", None)
+        if make_picture is not None:
+            png = make_picture(table(), key, rows)
+            if png:
+                encoded = base64.b64encode(png).decode()
+                metadata["picture"] = dg.MetadataValue.md(
+                    f"![{table.full_name} {key}](data:image/png;base64,{encoded})"
+                )
         return metadata
 
     def get_deps(self, table: type[Table]) -> list[dg.AssetKey]:

@@ -3,8 +3,11 @@ schedules, checks. Rows are checked in the database (both backends) afterwards."
 
 from __future__ import annotations
 
+import base64
 import datetime as dt
 import os
+import re
+import struct
 import subprocess
 import sys
 import time
@@ -25,6 +28,7 @@ from mp_dagster.dagster import (
     encode_key,
 )
 from mp_dagster.dagster.sensors import decode_cursor
+from mp_dagster.png import encode_png
 
 ROOT = Path(__file__).resolve().parents[1]
 warnings.filterwarnings("ignore", category=dg.BetaWarning)
@@ -290,10 +294,33 @@ def test_materialize_one_partition_writes_master_and_parts_with_metadata(schema,
     assert md[f"rows {Segmentation.full_name}"].value == 1
     assert md["dagster/row_count"].value == 8
     assert md["dagster/table_name"].value == Segmentation.full_name
+    assert [c.name for c in md["dagster/column_schema"].schema.columns] == ["image_id"]
+    preview = md["preview segmentation__roi"].value
+    assert len(preview.records) == 5 and preview.records[0].data["roi"] == 0
     assert instance.get_materialized_partitions(asset_key(Segmentation)) == {"1"}
     # the definition carries the column schema
     node = defs.resolve_asset_graph().get(asset_key(Segmentation))
     assert [c.name for c in node.metadata["dagster/column_schema"].columns] == ["image_id"]
+
+
+def test_materialization_carries_the_tables_picture(schema, instance):
+    Image, Segmentation = declare_imaging(schema, n_rois=3)
+
+    def preview_png(self, key, rows):
+        # the picture sees the entry's decoded rows
+        assert [r["roi"] for r in rows[Segmentation.ROI.table_name]] == [0, 1, 2]
+        return encode_png(np.full((6, 4, 3), 200, dtype=np.uint8))
+
+    Segmentation.preview_png = preview_png
+    add_images(Image, [4])
+    defs = build_definitions(schema)
+    evaluate_sensor(defs, Segmentation, instance)
+    assert job_for(defs, Segmentation).execute_in_process(partition_key="4", instance=instance).success
+    md = instance.get_latest_materialization_event(asset_key(Segmentation)).asset_materialization.metadata
+    match = re.fullmatch(r"!\[.*\]\(data:image/png;base64,([A-Za-z0-9+/=]+)\)", md["picture"].value)
+    png = base64.b64decode(match.group(1))
+    assert png[:8] == b"\x89PNG\r\n\x1a\n"
+    assert struct.unpack(">II", png[16:24]) == (4, 6)  # width, height from IHDR
 
 
 def test_single_run_backfill_commits_each_key_and_rerun_skips(schema, instance):

@@ -9,7 +9,7 @@ import dagster as dg
 from ..autopopulate import Entry, compute_entry
 from ..table import Table
 from .io_manager import MasterPartIOManager, TableBinding, entry_rows
-from .translator import MasterPartTranslator
+from .translator import MasterPartTranslator, column_schema
 
 
 def entry_metadata(binding: TableBinding, counts: dict[str, int]) -> dict[str, Any]:
@@ -18,6 +18,7 @@ def entry_metadata(binding: TableBinding, counts: dict[str, int]) -> dict[str, A
     metadata: dict[str, Any] = {f"rows {name}": n for name, n in counts.items()}
     metadata["dagster/row_count"] = sum(counts.values())
     metadata["dagster/table_name"] = table.full_name
+    metadata["dagster/column_schema"] = column_schema(table)
     return metadata
 
 

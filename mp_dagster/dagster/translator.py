@@ -22,7 +22,7 @@ from .. import dependencies
 from ..table import Table
 
 
-def _column_schema(table: type[Table]) -> dg.TableSchema:
+def column_schema(table: type[Table]) -> dg.TableSchema:
     heading = table._definition.heading
     return dg.TableSchema(
         columns=[
@@ -99,12 +99,12 @@ class MasterPartTranslator:
         """Definition metadata: table name, column schema, and each part's columns."""
         metadata: dict[str, Any] = {
             "dagster/table_name": table.full_name,
-            "dagster/column_schema": _column_schema(table),
+            "dagster/column_schema": column_schema(table),
             "mp_dagster/tier": table.tier,
             "mp_dagster/primary_key": ", ".join(table._definition.heading.primary_key),
         }
         for part in table.parts:
-            metadata[f"part {part.__name__} ({part.full_name})"] = _column_schema(part)
+            metadata[f"part {part.__name__} ({part.full_name})"] = column_schema(part)
         return metadata
 
     def get_materialization_metadata(

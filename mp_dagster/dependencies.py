@@ -79,3 +79,16 @@ def upstream_masters(master: Any) -> list[Any]:
             if m.full_name != master.full_name:
                 out[m.full_name] = m
     return list(out.values())
+
+
+def edges(tables: Iterable[Any] | None = None) -> list[tuple[Any, Any]]:
+    """``(parent, child)`` for every foreign key between ``tables`` (default: every declared
+    table), one edge per pair, children in topological order, parents in declaration order."""
+    tables = list(_registry.values()) if tables is None else list(tables)
+    names = {t.full_name for t in tables}
+    out: dict[tuple[str, str], tuple[Any, Any]] = {}
+    for child in topological(tables):
+        for p in parents(child):
+            if p.full_name in names and p.full_name != child.full_name:
+                out.setdefault((p.full_name, child.full_name), (p, child))
+    return list(out.values())

@@ -8,6 +8,7 @@ without their master entry.
 from __future__ import annotations
 
 import sys
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -23,6 +24,7 @@ if TYPE_CHECKING:
 
 PART_INTEGRITY = ("enforce", "cascade", "ignore")
 DELETE_BATCH = 1000
+DELETE_ATTEMPTS = 5  # a delete racing with writers of dependent rows is retried this often
 
 
 @dataclass
@@ -143,23 +145,30 @@ def delete(
             confirm = _ask
         if not confirm(plan.preview()):
             return 0
-    deleted = 0
-    try:
-        with backend.transaction():
-            # keys first, all of them, before any row goes: later restrictions read earlier tables
-            keysets = [(t, e.fetch("KEY")) for t, e in cascade_plan(expr, part_integrity).steps]
-            for t, keys in keysets:
-                _delete_keys(t, keys)
-                if t is target:
-                    deleted = len(keys)
-    except Exception as exc:
-        if backend.integrity_kind(exc) != "foreign_key":
-            raise
-        raise MPError(
-            f"delete from {target.full_name} was refused by the database (nothing was deleted): rows of "
-            f"a table that is not declared in this process reference them ({exc})"
-        ) from None
-    return deleted
+    for attempt in range(DELETE_ATTEMPTS):
+        deleted = 0
+        try:
+            with backend.transaction():
+                # keys first, all of them, before any row goes: later restrictions read earlier tables
+                keysets = [(t, e.fetch("KEY")) for t, e in cascade_plan(expr, part_integrity).steps]
+                for t, keys in keysets:
+                    _delete_keys(t, keys)
+                    if t is target:
+                        deleted = len(keys)
+        except Exception as exc:
+            if backend.integrity_kind(exc) != "foreign_key":
+                raise
+            if attempt + 1 < DELETE_ATTEMPTS and not backend.in_transaction:
+                # a writer (populate) committed rows referencing ours after the keys were read:
+                # nothing was deleted; read the keys again, with those rows, and retry
+                time.sleep(0.005 * (attempt + 1))
+                continue
+            raise MPError(
+                f"delete from {target.full_name} was refused by the database (nothing was deleted): rows of "
+                f"a table that is not declared in this process reference them ({exc})"
+            ) from None
+        return deleted
+    raise AssertionError("unreachable")  # pragma: no cover
 
 
 def _delete_keys(table: type[Table], keys: list[dict[str, Any]]) -> None:

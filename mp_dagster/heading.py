@@ -13,6 +13,7 @@ import json
 import math
 import re
 import uuid
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -222,6 +223,46 @@ class Heading:
     def project(self, names: list[str]) -> Heading:
         return Heading({n: self.attributes[n] for n in names})
 
+    def sql_converters(self, table: str) -> list[Callable[[Any], Any]]:
+        """Per attribute, in order, ``to_sql_value(table, attr, .)`` specialised (see
+        :func:`fast_converter`); built once per heading and table name."""
+        attrs = tuple(self.attributes.values())
+        cached = self.__dict__.get("_sql_converters")
+        if cached is not None and cached[0] == table and len(cached[1]) == len(attrs) and all(
+            a is b for a, b in zip(cached[1], attrs)
+        ):
+            return cached[2]
+        converters = [fast_converter(table, a) for a in attrs]
+        self.__dict__["_sql_converters"] = (table, attrs, converters)
+        return converters
+
+    def column_converters(self, table: str) -> list[Callable[[Sequence[Any]], list[Any]]]:
+        """Per attribute, a function converting a whole column of values (see
+        :func:`column_converter`); built once per heading and table name."""
+        attrs = tuple(self.attributes.values())
+        cached = self.__dict__.get("_column_converters")
+        if cached is not None and cached[0] == table and len(cached[1]) == len(attrs) and all(
+            a is b for a, b in zip(cached[1], attrs)
+        ):
+            return cached[2]
+        converters = [column_converter(table, a, c) for a, c in zip(attrs, self.sql_converters(table))]
+        self.__dict__["_column_converters"] = (table, attrs, converters)
+        return converters
+
+    def sql_loaders(self, names: list[str]) -> list[Callable[[Any], Any] | None]:
+        """Per named attribute, ``from_sql_value(attr, .)`` specialised, or None where the
+        driver's value is already the attribute's value; built once per heading and names."""
+        key = tuple(names)
+        cache = self.__dict__.setdefault("_sql_loaders", {})
+        attrs = [self.attributes[n] for n in names]
+        hit = cache.get(key)
+        if hit is not None and all(a is b for a, b in zip(hit[0], attrs)):
+            return hit[1]
+        loaders = [fast_loader(a) for a in attrs]
+        if len(cache) < 256:
+            cache[key] = (attrs, loaders)
+        return loaders
+
 
 # --------------------------------------------------------------------------------------------
 # Python value -> SQL parameter.  One function per canonical type; each raises ValueError with
@@ -406,6 +447,97 @@ def to_sql_value(table: str, attr: Attribute, value: Any) -> Any:
         raise DataError(f"{table}.{attr.name}: {exc}") from None
 
 
+def fast_converter(table: str, attr: Attribute) -> Callable[[Any], Any]:
+    """``to_sql_value(table, attr, value)`` for one attribute, with the common exact Python types
+    checked inline (arrays for blobs, ``int`` in range, finite ``float``, short ASCII ``str``);
+    everything else goes through :func:`to_sql_value`, so values and errors are the same."""
+    name = attr.type.name
+
+    def general(value: Any) -> Any:
+        return to_sql_value(table, attr, value)
+
+    if name == "blob":
+        pack = blob.pack
+
+        def to_blob(value: Any) -> Any:
+            if value is None:
+                return to_sql_value(table, attr, value)
+            try:
+                return pack(value)
+            except (DataError, ValueError) as exc:  # as to_sql_value words them
+                raise DataError(f"{table}.{attr.name}: {exc}") from None
+
+        return to_blob
+    if name in INT_RANGES:
+        lo, hi = INT_RANGES[name]
+
+        def to_int(value: Any) -> Any:
+            if type(value) is int and lo <= value <= hi:
+                return value
+            return to_sql_value(table, attr, value)
+
+        return to_int
+    if name == "float64":
+        in_key = attr.in_key
+
+        def to_float(value: Any) -> Any:
+            if type(value) is float and (not in_key or value == value):
+                return value
+            return to_sql_value(table, attr, value)
+
+        return to_float
+    if name in ("varchar", "char", "text", "enum"):
+        length = attr.type.length
+        values = frozenset(attr.type.values) if name == "enum" else None
+
+        def to_text(value: Any) -> Any:
+            if (
+                type(value) is str
+                and value.isascii()
+                and "\x00" not in value
+                and (length is None or len(value) <= length)
+                and (values is None or value in values)
+            ):
+                return value
+            return to_sql_value(table, attr, value)
+
+        return to_text
+    return general
+
+
+def column_converter(
+    table: str, attr: Attribute, convert: Callable[[Any], Any]
+) -> Callable[[Sequence[Any]], Sequence[Any]]:
+    """Convert a column of values of ``attr`` (``convert`` is its :func:`fast_converter`).
+
+    The values are those ``convert`` would give, but a bad value may be reported out of row
+    order: callers that need the first bad row redo the rows one by one on error."""
+    name = attr.type.name
+    if name in INT_RANGES:
+        lo, hi = INT_RANGES[name]
+
+        def ints(column: Sequence[Any]) -> Sequence[Any]:
+            if column and set(map(type, column)) == {int} and lo <= min(column) and max(column) <= hi:
+                return column
+            return list(map(convert, column))
+
+        return ints
+    if name == "blob":
+        pack = blob.pack
+
+        def blobs(column: Sequence[Any]) -> Sequence[Any]:
+            if type(None) in set(map(type, column)):
+                return list(map(convert, column))
+            return list(map(pack, column))
+
+        return blobs
+
+    def values(column: Sequence[Any]) -> Sequence[Any]:
+        return list(map(convert, column))
+
+    return values
+
+
 def default_sql_value(table: str, attr: Attribute) -> Any:
     """The parameter for an attribute left out of an inserted row."""
     if attr.has_default:
@@ -445,6 +577,28 @@ def from_sql_value(attr: Attribute, value: Any) -> Any:
     if name in INT_RANGES:  # PostgreSQL's numeric(20,0) for uint64 comes back as a Decimal
         return int(value)
     return value
+
+
+def fast_loader(attr: Attribute) -> Callable[[Any], Any] | None:
+    """``from_sql_value(attr, .)`` for one attribute, or None where what the driver returns is
+    already the value (integers but uint64, strings)."""
+    name = attr.type.name
+    if name in ("int8", "int16", "int32", "int64", "uint8", "uint16", "uint32", "varchar", "char", "text", "enum"):
+        return None
+    if name == "blob":
+        unpack = blob.unpack
+        if not attr.nullable:
+            return unpack
+
+        def load_blob(value: Any) -> Any:
+            return None if value is None else unpack(value)
+
+        return load_blob
+
+    def load(value: Any) -> Any:
+        return from_sql_value(attr, value)
+
+    return load
 
 
 def numpy_dtype(attr: Attribute) -> Any:

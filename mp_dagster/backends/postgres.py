@@ -3,12 +3,13 @@ bulk part rows go in with binary COPY, and writers of one key meet at an advisor
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import psycopg
 from psycopg import errors as pg_errors
 from psycopg import sql
+from psycopg.adapt import PyFormat
 
 from ..errors import ConnectionError as MPConnectionError
 from ..heading import Attribute
@@ -51,30 +52,127 @@ _COPY_TYPES = {
     "text": "text",
 }
 
-COPY_MIN_ROWS = 8  # below this a pipelined executemany is as fast and simpler
+COPY_MIN_ROWS = 16  # below this one multi-row INSERT (one round trip) beats COPY (two)
+_VALUES_CHUNK_ROWS = 1000  # rows per multi-row INSERT (skip_duplicates, or types COPY cannot take)
+_MAX_PARAMS = 65535  # PostgreSQL's limit of parameters per statement
+
+_TUPLES_OK = psycopg.pq.ExecStatus.TUPLES_OK
+_BEGIN = b"BEGIN"
+_COMMIT = b"COMMIT"
+_LOCK = b"SELECT pg_advisory_xact_lock(%s)"
 
 
 class PostgresBackend(Backend):
     name = "postgres"
     errors_abort_transaction = True
+    binary_results = True  # execute(..., binary=True): bytea comes back as raw bytes
+
+    def __init__(self, url: str) -> None:
+        super().__init__(url)
+        self._copy_statements: dict[tuple, tuple[str, list[str] | None]] = {}
+        self._values_statements: dict[tuple, str] = {}
 
     def _connect(self) -> psycopg.Connection:
         try:
             conn = psycopg.connect(self.url, autocommit=True, connect_timeout=10)
         except psycopg.OperationalError as exc:
             raise MPConnectionError(f"cannot connect to PostgreSQL: {exc}".strip()) from None
+        # binary COPY with set_types(["bytea"]) picks the dumper by oid: psycopg's last one
+        # registered for bytea is dbapi20's Python-level Binary dumper; ours are plain bytes,
+        # which the (C) bytes dumper passes through as they are
+        conn.adapters.register_dumper(bytes, conn.adapters.get_dumper(bytes, PyFormat.BINARY))
         return conn
 
     def _is_closed(self, conn: psycopg.Connection) -> bool:
         return conn.closed or conn.broken
 
+    # -- transactions, with as few round trips as the semantics allow: BEGIN and the writer's
+    # advisory lock wait for the transaction's first statement, and (in write_tables, see
+    # defer_inserts) multi-row INSERTs wait for the next statement or COMMIT; whatever waits is
+    # sent with that statement in one pipeline (one network round trip). A transaction that ran
+    # nothing sends nothing. Errors of deferred statements surface at that point, still inside
+    # the transaction's ``with`` block or its COMMIT, and roll everything back as before.
     def _begin(self, conn: psycopg.Connection) -> None:
-        self.execute(sql.SQL("BEGIN"))
+        self._local.pending = (conn, [(_BEGIN, None)])
+        self._local.defer_inserts = False
+
+    def defer_inserts(self) -> None:
+        """Let :meth:`insert_rows` hold multi-row INSERTs of the current transaction until the
+        next statement or COMMIT (their errors then surface there)."""
+        if self.in_transaction:
+            self._local.defer_inserts = True
+
+    def _pending(self, conn: psycopg.Connection) -> list[tuple[Any, Any]] | None:
+        """The statements waiting for ``conn``'s current transaction (None when there are none)."""
+        pending = getattr(self._local, "pending", None)
+        if pending is None or pending[0] is not conn:
+            return None  # none, or left over from a connection since lost
+        return pending[1]
+
+    def _take(self, conn: psycopg.Connection) -> list[tuple[Any, Any]] | None:
+        statements = self._pending(conn)
+        self._local.pending = None
+        return statements or None
+
+    def _send(
+        self, conn: psycopg.Connection, statements: list[tuple[Any, Any]] | None,
+        query: Any = None, params: Any = None, binary: bool = False,
+    ) -> psycopg.Cursor | None:
+        """Send the waiting statements and then ``query`` (if any): one round trip."""
+        cur = self._cursor(conn, binary) if query is not None else None
+        if not statements:
+            if cur is not None:
+                cur.execute(query, params)
+            return cur
+        if cur is None and len(statements) == 1:
+            conn.execute(statements[0][0], statements[0][1])
+            return None
+        with conn.pipeline():
+            for q, p in statements:
+                conn.execute(q, p)
+            if cur is not None:
+                cur.execute(query, params)
+        return cur
+
+    def _cursor(self, conn: psycopg.Connection, binary: bool) -> psycopg.Cursor:
+        """A cursor of ``conn`` kept for reuse (results are always fetched at once)."""
+        cursors = getattr(self._local, "cursors", None)
+        if cursors is None or cursors[0] is not conn:
+            cursors = self._local.cursors = (conn, {})
+        cur = cursors[1].get(binary)
+        if cur is None or cur.closed:
+            cur = cursors[1][binary] = conn.cursor(binary=binary)
+        return cur
 
     def _commit(self, conn: psycopg.Connection) -> None:
-        self.execute(sql.SQL("COMMIT"))
+        statements = self._take(conn)
+        self._local.defer_inserts = False
+        if statements is not None and statements == [(_BEGIN, None)]:
+            return  # nothing ran: nothing to send
+        try:
+            self._send(conn, [*(statements or []), (_COMMIT, None)])
+        except BaseException as exc:
+            self._abandon(conn)
+            if isinstance(exc, psycopg.OperationalError) and self.is_connection_error(exc):
+                raise self._lost(exc) from exc
+            raise
+
+    def _abandon(self, conn: psycopg.Connection) -> None:
+        """After a failed COMMIT pipeline: leave no transaction open behind us."""
+        try:
+            if not (conn.closed or conn.broken) and (
+                conn.info.transaction_status != psycopg.pq.TransactionStatus.IDLE
+            ):
+                conn.execute("ROLLBACK")
+        except psycopg.Error:
+            self.reset()
 
     def _rollback(self, conn: psycopg.Connection) -> None:
+        pending = self._pending(conn)
+        self._local.pending = None
+        self._local.defer_inserts = False
+        if pending and pending[0][0] is _BEGIN:
+            return  # BEGIN was never sent: there is nothing to roll back
         if conn.closed or conn.broken:
             self.reset()
             return
@@ -83,15 +181,51 @@ class PostgresBackend(Backend):
         except psycopg.Error:
             self.reset()
 
+    def reset(self) -> None:
+        self._local.pending = None
+        self._local.cursors = None
+        self._local.defer_inserts = False
+        super().reset()
+
     def _lost(self, exc: BaseException) -> MPConnectionError:
         self.reset()
         return MPConnectionError(f"lost the connection to PostgreSQL: {str(exc).strip()}")
 
-    def execute(self, query: sql.Composable, params: Any = None) -> list[tuple]:
+    def execute(self, query: sql.Composable, params: Any = None, binary: bool = False) -> list[tuple]:
+        """Run one statement; ``binary=True`` asks for binary results (bytea as raw bytes, no hex)."""
         conn = self.conn
         try:
-            cur = conn.execute(query, params)
-            return cur.fetchall() if cur.description is not None else []
+            cur = self._send(conn, self._take(conn), query, params, binary)
+            result = cur.pgresult
+            return cur.fetchall() if result is not None and result.status == _TUPLES_OK else []
+        except psycopg.OperationalError as exc:
+            if self.is_connection_error(exc):
+                raise self._lost(exc) from exc
+            raise
+
+    def execute_rows(
+        self, query: Any, params: Any, convert: Callable[[tuple], tuple], binary: bool = False
+    ) -> list[tuple]:
+        """Run a query and return ``convert(row)`` for each row, converting rows as they arrive
+        (libpq's single-row mode) rather than after libpq gathered the whole result in one
+        growing buffer: measured 1.4-1.6x faster for 100 x 2 MB blobs, no slower for 20,000 small
+        ones. An error of ``convert`` is raised once the result is consumed (the connection
+        and its transaction stay usable, as with a plain fetch)."""
+        conn = self.conn
+        try:
+            self._send(conn, self._take(conn))
+            out: list[tuple] = []
+            append = out.append
+            error: Exception | None = None
+            for row in self._cursor(conn, binary).stream(query, params):
+                if error is None:
+                    try:
+                        append(convert(row))
+                    except Exception as exc:  # noqa: BLE001 - raised below, after the last row
+                        error = exc
+            if error is not None:
+                raise error
+            return out
         except psycopg.OperationalError as exc:
             if self.is_connection_error(exc):
                 raise self._lost(exc) from exc
@@ -100,6 +234,10 @@ class PostgresBackend(Backend):
     def execute_many(self, query: sql.Composable, rows: Sequence[Sequence[Any]]) -> None:
         conn = self.conn
         try:
+            self._send(conn, self._take(conn))
+            if len(rows) == 1:  # psycopg's executemany sets up a pipeline: slower for one row
+                conn.execute(query, rows[0])
+                return
             with conn.cursor() as cur:
                 cur.executemany(query, rows)
         except psycopg.OperationalError as exc:
@@ -112,11 +250,28 @@ class PostgresBackend(Backend):
 
     def column_type(self, attr: Attribute) -> sql.Composable:
         t = attr.type
+        if t.name in ("blob", "bytes"):
+            return sql.SQL(self._bytea_type())
         if t.name in ("varchar", "char"):
             return sql.SQL("varchar({})").format(sql.Literal(int(t.length or 0)))
         if t.name == "decimal":
             return sql.SQL("numeric({}, {})").format(sql.Literal(int(t.precision or 0)), sql.Literal(int(t.scale or 0)))
         return sql.SQL(_COLUMN_TYPES[t.name])
+
+    def _bytea_type(self) -> str:
+        """``bytea``, TOAST-compressed with lz4 where the server has it (PostgreSQL >= 14).
+
+        Packed arrays rarely compress; pglz, the default, spends ~4x the time of the whole write
+        finding that out for large values (measured: 2 MB float64 blobs go in at ~60 MB/s with
+        pglz, ~220 MB/s with lz4); lz4 still shrinks the blobs that do compress."""
+        cached = self.__dict__.get("_bytea")
+        if cached is None:
+            rows = self.execute(
+                sql.SQL("SELECT enumvals FROM pg_settings WHERE name = 'default_toast_compression'")
+            )
+            lz4 = bool(rows) and rows[0][0] is not None and "lz4" in rows[0][0]
+            cached = self.__dict__["_bytea"] = "bytea COMPRESSION lz4" if lz4 else "bytea"
+        return cached
 
     def create_schema(self, schema: str) -> None:
         self.execute(sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(sql.Identifier(schema)))
@@ -141,15 +296,29 @@ class PostgresBackend(Backend):
         rows: Sequence[Sequence[Any]],
         skip_duplicates: bool = False,
     ) -> None:
-        copy_types = [_COPY_TYPES.get(self.column_type(a).as_string(None)) for a in attrs]
-        if skip_duplicates or len(rows) < COPY_MIN_ROWS or None in copy_types:
-            super().insert_rows(schema, table, attrs, rows, skip_duplicates)
+        if skip_duplicates or len(rows) < COPY_MIN_ROWS:
+            self._insert_values(schema, table, attrs, rows, skip_duplicates)
             return
-        query = sql.SQL("COPY {} ({}) FROM STDIN (FORMAT BINARY)").format(
-            self.table_ident(schema, table), sql.SQL(", ").join(sql.Identifier(a.name) for a in attrs)
-        )
+        key = (schema, table, tuple((a.name, a.type) for a in attrs))
+        cached = self._copy_statements.get(key)
+        if cached is None:
+            copy_types = [
+                "bytea" if a.type.name in ("blob", "bytes") else _COPY_TYPES.get(self.column_type(a).as_string(None))
+                for a in attrs
+            ]
+            query = sql.SQL("COPY {} ({}) FROM STDIN (FORMAT BINARY)").format(
+                self.table_ident(schema, table), sql.SQL(", ").join(sql.Identifier(a.name) for a in attrs)
+            ).as_string(None)
+            cached = (query, None if None in copy_types else copy_types)
+            if len(self._copy_statements) < 4096:
+                self._copy_statements[key] = cached
+        query, copy_types = cached
+        if copy_types is None:
+            self._insert_values(schema, table, attrs, rows, skip_duplicates)
+            return
         conn = self.conn
         try:
+            self._send(conn, self._take(conn))  # COPY cannot join a pipeline: what waits goes first
             with conn.cursor() as cur, cur.copy(query) as copy:
                 copy.set_types(copy_types)
                 write_row = copy.write_row
@@ -160,9 +329,57 @@ class PostgresBackend(Backend):
                 raise self._lost(exc) from exc
             raise
 
+    def _insert_values(
+        self, schema: str, table: str, attrs: Sequence[Attribute], rows: Sequence[Sequence[Any]],
+        skip_duplicates: bool,
+    ) -> None:
+        """Multi-row ``INSERT ... VALUES (...), (...)``: one round trip per chunk of rows (psycopg's
+        executemany pipelines one statement per row: slower here, and COPY takes two round trips)."""
+        width = max(len(attrs), 1)
+        chunk = max(1, min(_VALUES_CHUNK_ROWS, _MAX_PARAMS // width))
+        names = tuple(a.name for a in attrs)
+        conn = self.conn
+        pending = None
+        if getattr(self._local, "defer_inserts", False) and self.in_transaction:
+            pending = self._pending(conn)
+            if pending is None:
+                pending = []
+                self._local.pending = (conn, pending)
+        try:
+            if pending is None:
+                self._send(conn, self._take(conn))
+            for start in range(0, len(rows), chunk):
+                part = rows[start : start + chunk]
+                key = (schema, table, names, len(part), skip_duplicates)
+                query = self._values_statements.get(key)
+                if query is None:
+                    row = sql.SQL("({})").format(sql.SQL(", ").join(sql.Placeholder() * len(attrs)))
+                    query = sql.SQL("INSERT INTO {} ({}) VALUES {}{}").format(
+                        self.table_ident(schema, table),
+                        sql.SQL(", ").join(sql.Identifier(n) for n in names),
+                        sql.SQL(", ").join([row] * len(part)),
+                        sql.SQL(" ON CONFLICT DO NOTHING") if skip_duplicates else sql.SQL(""),
+                    ).as_string(None)
+                    if len(self._values_statements) < 4096:
+                        self._values_statements[key] = query
+                values = [v for r in part for v in r]
+                if pending is not None:
+                    pending.append((query, values))
+                else:
+                    conn.execute(query, values)
+        except psycopg.OperationalError as exc:
+            if self.is_connection_error(exc):
+                raise self._lost(exc) from exc
+            raise
+
     def lock_key(self, full_name: str, key: Sequence[Any]) -> None:
-        self.execute(sql.SQL("SELECT pg_advisory_xact_lock({})").format(sql.Placeholder("k")),
-                     {"k": self.key_hash(full_name, key)})
+        conn = self.conn
+        lock = self.key_hash(full_name, key)
+        pending = self._pending(conn)
+        if pending is not None:  # BEGIN is not sent yet: the lock goes with it
+            pending.append((_LOCK, (lock,)))
+            return
+        self.execute(_LOCK, (lock,))
 
     def integrity_kind(self, exc: BaseException) -> str | None:
         if isinstance(exc, pg_errors.UniqueViolation):

@@ -307,7 +307,11 @@ def _to_decimal(attr: Attribute, value: Any) -> decimal.Decimal:
     if not out.is_finite():
         raise ValueError(f"{out} is not a finite decimal")
     precision, scale = attr.type.precision or 0, attr.type.scale or 0
-    quantized = out.quantize(decimal.Decimal(1).scaleb(-scale), rounding=decimal.ROUND_HALF_EVEN)
+    if not out.is_zero() and out.adjusted() >= precision - scale:  # too many integer digits
+        raise ValueError(f"{out} does not fit decimal({precision},{scale})")
+    with decimal.localcontext() as context:
+        context.prec = max(precision + 2, 28)
+        quantized = out.quantize(decimal.Decimal(1).scaleb(-scale), rounding=decimal.ROUND_HALF_EVEN)
     if len(quantized.as_tuple().digits) > precision and quantized != 0:
         raise ValueError(f"{out} does not fit decimal({precision},{scale})")
     if quantized.is_zero():  # -0 and 0 are one value (one key) on every backend
@@ -563,7 +567,7 @@ def from_sql_value(attr: Attribute, value: Any) -> Any:
     if name == "bool":
         return bool(value)
     if name == "json":
-        return json.loads(value) if isinstance(value, (str, bytes)) else value
+        return json.loads(value)  # both backends hand over the JSON text
     if name == "uuid":
         return value if isinstance(value, uuid.UUID) else uuid.UUID(value)
     if name == "decimal":

@@ -11,8 +11,6 @@
   bounded memory, and no code execution (pickle payloads stay inert).
 
 ``MP_HOSTILE_EXAMPLES`` sets hypothesis' examples per property (default 100; 2000 pass too).
-Two bugs found here live in heading.py and are xfailed (strict): JSON strings on PostgreSQL,
-huge numbers into a decimal.
 """
 
 from __future__ import annotations
@@ -186,10 +184,6 @@ def value_table(schema):
 @SETTINGS
 @given(column=st.sampled_from(sorted(VALUE_COLUMNS)), value=ANY_VALUE)
 def test_inserted_values_give_data_error_or_round_trip(value_table, column, value):
-    if column == "j" and isinstance(value, str) and value_table.schema.backend.name == "postgres":
-        assume(False)  # a known bug, xfailed in test_json_strings_round_trip
-    if column == "dec" and huge_decimal(value):
-        assume(False)  # a known bug, xfailed in test_huge_numbers_into_a_decimal_are_data_errors
     row_id = next(_names)
     try:
         value_table.insert1({"id": row_id, column: value})
@@ -220,17 +214,6 @@ def test_wrong_values_are_data_errors(value_table, column, value):
     assert len(value_table) == 0
 
 
-def huge_decimal(value) -> bool:
-    try:
-        d = decimal.Decimal(str(value))
-        return d.is_finite() and abs(d) >= 10**20
-    except (decimal.InvalidOperation, ValueError, TypeError):
-        return False
-
-
-@pytest.mark.xfail(strict=True, raises=decimal.InvalidOperation, reason=(
-    "BUG (heading._to_decimal): a number with more than ~26 integer digits makes Decimal.quantize "
-    "raise a raw decimal.InvalidOperation instead of a DataError naming the attribute"))
 @pytest.mark.parametrize("value", [1e26, np.float64(1e26), decimal.Decimal("1e30"), 10**40])
 def test_huge_numbers_into_a_decimal_are_data_errors(value_table, value):
     with pytest.raises(mp.DataError, match=rf"{value_table.full_name}\.dec"):
@@ -239,11 +222,6 @@ def test_huge_numbers_into_a_decimal_are_data_errors(value_table, value):
 
 @pytest.mark.parametrize("value", ["", "abc", "123", '{"a": 1}', "null", "[1, 2]", "true", 'say "hi"'])
 def test_json_strings_round_trip(value_table, value, request):
-    if value_table.schema.backend.name == "postgres":
-        request.applymarker(pytest.mark.xfail(strict=True, reason=(
-            "BUG (heading.from_sql_value, PostgreSQL): psycopg already decodes jsonb, and the string it "
-            "returns is json-decoded a second time: '123' comes back as 123, '{\"a\": 1}' as a dict, "
-            "'abc' raises a raw JSONDecodeError")))
     value_table.insert1({"id": 1, "j": value})
     assert (value_table & {"id": 1}).fetch1("j") == value
 

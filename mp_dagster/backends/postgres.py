@@ -9,7 +9,8 @@ from typing import Any
 import psycopg
 from psycopg import errors as pg_errors
 from psycopg import sql
-from psycopg.adapt import PyFormat
+from psycopg.adapt import Loader, PyFormat
+from psycopg.pq import Format
 
 from ..errors import ConnectionError as MPConnectionError
 from ..heading import Attribute
@@ -62,6 +63,18 @@ _COMMIT = b"COMMIT"
 _LOCK = b"SELECT pg_advisory_xact_lock(%s)"
 
 
+class _JsonbTextLoader(Loader):
+    def load(self, data: Any) -> str:
+        return bytes(data).decode()
+
+
+class _JsonbBinaryTextLoader(Loader):
+    format = Format.BINARY
+
+    def load(self, data: Any) -> str:
+        return bytes(data)[1:].decode()  # binary jsonb is a version byte (1) and the text
+
+
 class PostgresBackend(Backend):
     name = "postgres"
     errors_abort_transaction = True
@@ -81,6 +94,10 @@ class PostgresBackend(Backend):
         # registered for bytea is dbapi20's Python-level Binary dumper; ours are plain bytes,
         # which the (C) bytes dumper passes through as they are
         conn.adapters.register_dumper(bytes, conn.adapters.get_dumper(bytes, PyFormat.BINARY))
+        # jsonb comes back as its JSON text, decoded once by the heading as on SQLite (psycopg's
+        # own loader would decode it, and a JSON string would then be decoded twice)
+        conn.adapters.register_loader("jsonb", _JsonbTextLoader)
+        conn.adapters.register_loader("jsonb", _JsonbBinaryTextLoader)
         return conn
 
     def _is_closed(self, conn: psycopg.Connection) -> bool:

@@ -2,6 +2,7 @@
 auto-populated masters as partitioned assets whose materialization runs ``make``."""
 
 
+import time
 from typing import Any
 
 import dagster as dg
@@ -20,6 +21,45 @@ def entry_metadata(binding: TableBinding, counts: dict[str, int]) -> dict[str, A
     metadata["dagster/table_name"] = table.full_name
     metadata["dagster/column_schema"] = column_schema(table)
     return metadata
+
+
+DETAILED_RUN_KEYS = 20  # runs up to this many keys get per-key metadata, pictures and log lines
+
+
+def key_tuple(key: dict[str, Any]) -> tuple:
+    return tuple(key.values())
+
+
+def matching_keys(expression: Any, keys: list[dict[str, Any]], chunk: int = 500) -> set[tuple]:
+    """The keys (as tuples, in key order) among ``keys`` that ``expression`` contains."""
+    found: set[tuple] = set()
+    for start in range(0, len(keys), chunk):
+        batch = keys[start : start + chunk]
+        names = list(batch[0]) if batch else []
+        found.update(tuple(k[n] for n in names) for k in (expression & batch).fetch("KEY"))
+    return found
+
+
+class ProgressLog:
+    """Per-key log lines for small runs; for backfills one line per 5 % (each line is an event)."""
+
+    def __init__(self, context: dg.AssetExecutionContext, table: str, total: int, detailed: bool) -> None:
+        self.context, self.table, self.total, self.detailed = context, table, total, detailed
+        self.done = self.failed = 0
+        self.started = time.monotonic()
+        self.every = max(1, total // 20)
+
+    def step(self, partition_key: str, what: str, error: bool = False) -> None:
+        self.done += 1
+        self.failed += error
+        if self.detailed or error:
+            log = self.context.log.error if error else self.context.log.info
+            log(f"[{self.done}/{self.total}] {partition_key}: {what}")
+        if not self.detailed and (self.done % self.every == 0 or self.done == self.total):
+            rate = self.done / max(time.monotonic() - self.started, 1e-9)
+            self.context.log.info(
+                f"{self.table}: {self.done}/{self.total} keys done, {self.failed} failed, {rate:.1f} keys/s"
+            )
 
 
 def stored_counts(table: type[Table], key: dict[str, Any]) -> dict[str, int]:
@@ -72,34 +112,44 @@ def build_master_asset(
     )
     def _master_asset(context: dg.AssetExecutionContext) -> dict[str, Entry | None]:
         keys = sorted(context.partition_keys)
+        decoded = {pk: scheme.decode(pk) for pk in keys}
+        # two queries for the whole run, not two per key
+        written = matching_keys(table(), list(decoded.values()))
+        eligible = matching_keys(table()._key_source(), [k for k in decoded.values() if key_tuple(k) not in written])
+        # Dagster validates every per-partition metadata call against all partitions and stores
+        # every log line as an event: detailed per key for small runs, sampled for backfills
+        detailed = len(keys) <= DETAILED_RUN_KEYS
+        progress = ProgressLog(context, table.full_name, len(keys), detailed)
         entries: dict[str, Entry | None] = {}
         failures: dict[str, BaseException] = {}
-        for n, partition_key in enumerate(keys, 1):
-            key = scheme.decode(partition_key)
-            if table() & key:
+        for partition_key, key in decoded.items():
+            rows: dict[str, list[dict[str, Any]]] | None = None
+            if key_tuple(key) in written:
                 entries[partition_key] = None
-                rows = entry_rows(table, key)
-                counts = {t.full_name: len(rows[t.table_name]) for t in (table, *table.parts)}
-                context.log.info(f"[{n}/{len(keys)}] {partition_key}: already in {table.full_name}, skipped")
+                if detailed:
+                    rows = entry_rows(table, key)
+                progress.step(partition_key, "already written, skipped")
+            elif key_tuple(key) not in eligible:
+                failures[partition_key] = dg.Failure(
+                    f"{table.full_name}: key {key} is not in the key source (its upstream rows are missing)"
+                )
+                progress.step(partition_key, "not in the key source", error=True)
+                continue
             else:
-                if not (table()._key_source() & key):
-                    failures[partition_key] = dg.Failure(
-                        f"{table.full_name}: key {key} is not in the key source (its upstream rows are missing)"
-                    )
-                    continue
                 try:
                     entry = compute_entry(table, key)
                 except Exception as exc:  # noqa: BLE001 - reported per key below
-                    context.log.error(f"[{n}/{len(keys)}] {partition_key}: make failed: {exc!r}")
                     failures[partition_key] = exc
+                    progress.step(partition_key, f"make failed: {exc!r}", error=True)
                     continue
                 entries[partition_key] = entry
-                counts = entry.row_counts()
-                rows = entry.rows_by_table()
-                context.log.info(f"[{n}/{len(keys)}] {partition_key}: computed {counts}")
-            metadata = entry_metadata(binding, counts)
-            metadata.update(translator.get_materialization_metadata(table, key, rows))
-            context.add_asset_metadata(metadata, partition_key=partition_key)
+                rows = entry.rows_by_table() if detailed else None
+                progress.step(partition_key, f"computed {entry.row_counts()}")
+            if rows is not None:
+                counts = {t.full_name: len(rows[t.table_name]) for t in (table, *table.parts)}
+                metadata = entry_metadata(binding, counts)
+                metadata.update(translator.get_materialization_metadata(table, key, rows))
+                context.add_asset_metadata(metadata, partition_key=partition_key)
         if not failures:
             return entries
         if len(keys) == 1:

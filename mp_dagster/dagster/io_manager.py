@@ -59,14 +59,19 @@ class MasterPartIOManager(dg.IOManager):
         if obj is None:
             return
         written = skipped = 0
+        detailed = len(obj) <= 20  # each log line is an event in Dagster's storage
         for partition_key in sorted(obj):
             entry = obj[partition_key]
             if entry is not None and self.write(entry):
                 written += 1
-                context.log.info(f"wrote {partition_key}: {entry.row_counts()}")
+                if detailed:
+                    context.log.info(f"wrote {partition_key}: {entry.row_counts()}")
             else:
                 skipped += 1
-                context.log.info(f"{partition_key} was already written: skipped")
+                if detailed:
+                    context.log.info(f"{partition_key} was already written: skipped")
+        if not detailed:
+            context.log.info(f"wrote {written} entries, skipped {skipped} already written")
         context.add_output_metadata({"mp_dagster/entries_written_in_run": written,
                                      "mp_dagster/entries_skipped_in_run": skipped})
 

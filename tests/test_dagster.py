@@ -343,6 +343,21 @@ def test_single_run_backfill_commits_each_key_and_rerun_skips(schema, instance):
             for e in outputs} == {6}
 
 
+def test_long_runs_log_progress(schema, instance):
+    Image, Segmentation = declare_imaging(schema, n_rois=1)
+    add_images(Image, range(40))
+    defs = build_definitions(schema)
+    evaluate_sensor(defs, Segmentation, instance)
+    tags = {"dagster/asset_partition_range_start": "0", "dagster/asset_partition_range_end": "39"}
+    result = job_for(defs, Segmentation).execute_in_process(instance=instance, tags=tags)
+    assert result.success and len(Segmentation) == 40
+    messages = [e.user_message for e in instance.all_logs(result.run_id)]
+    progress = [m for m in messages if "keys done" in m]
+    assert progress[0].startswith(f"{Segmentation.full_name}: 2/40 keys done, 0 failed")
+    assert progress[-1].startswith(f"{Segmentation.full_name}: 40/40 keys done, 0 failed")
+    assert len(progress) == 20
+
+
 def test_failing_make_leaves_no_rows_and_a_failed_partition(schema, instance):
     Image, Segmentation = declare_imaging(schema, fail_after=20)
     add_images(Image, [5])

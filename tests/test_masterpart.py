@@ -173,7 +173,7 @@ def test_direct_inserts_into_auto_populated_tables_are_refused(schema):
     assert len(Segmentation) == 1 and len(Segmentation.ROI) == 1
 
 
-def test_populate_restrictions_and_max_calls(schema):
+def test_populate_restrictions_and_max_calls(schema, capsys):
     Image, Segmentation = declare_imaging(schema, n_rois=3)
     add_images(Image, range(10))
     assert Segmentation.progress() == (10, 10)
@@ -183,6 +183,8 @@ def test_populate_restrictions_and_max_calls(schema):
     assert Segmentation.populate(max_calls=3)["success_count"] == 3
     assert Segmentation.progress() == (4, 10)
     assert Segmentation.populate(display_progress=True)["success_count"] == 4
+    bar = capsys.readouterr().err  # tqdm: keys done, failures and rate
+    assert "Segmentation.populate" in bar and "4/4" in bar and "failed=0" in bar and "rate=" in bar
     assert sorted(Segmentation.fetch("image_id").tolist()) == list(range(10))
 
 

@@ -546,10 +546,7 @@ class Projection(QueryExpression):
             a = heading[old]
             attrs[new] = Attribute(new, a.type, a.in_key, a.nullable, a.default, a.has_default, a.comment)
             self._renames[new] = old
-        # key attributes first, as everywhere else
-        self._heading = Heading(
-            {n: attrs[n] for n in attrs if attrs[n].in_key} | {n: attrs[n] for n in attrs if not attrs[n].in_key}
-        )
+        self._heading = Heading.key_first(attrs)
 
     @property
     def heading(self) -> Heading:
@@ -598,9 +595,7 @@ class Join(QueryExpression):
                     attrs[n] = a
             else:
                 attrs[n] = a
-        self._heading = Heading(
-            {n: attrs[n] for n in attrs if attrs[n].in_key} | {n: attrs[n] for n in attrs if not attrs[n].in_key}
-        )
+        self._heading = Heading.key_first(attrs)
 
     @property
     def heading(self) -> Heading:

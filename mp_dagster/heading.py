@@ -220,6 +220,12 @@ class Heading:
     def __len__(self) -> int:
         return len(self.attributes)
 
+    @classmethod
+    def key_first(cls, attributes: dict[str, Attribute]) -> Heading:
+        """A heading with the primary-key attributes first, as every table lays them out."""
+        return cls({n: a for n, a in attributes.items() if a.in_key}
+                   | {n: a for n, a in attributes.items() if not a.in_key})
+
     def project(self, names: list[str]) -> Heading:
         return Heading({n: self.attributes[n] for n in names})
 

@@ -434,7 +434,6 @@ def test_sensor_adds_partitions_requests_runs_once_and_keeps_a_cursor(schema, in
     image_def = build_schemes([Image])[Image.full_name].partitions_def.name
     assert sorted(instance.get_dynamic_partitions(image_def)) == ["10", "11", "12"]
     # the Manual table's new rows are reported as materialized partitions of its asset
-    assert instance.get_materialized_partitions(asset_key(Image)) == set() or True
     assert {e.partition for e in first.asset_events} == {"10", "11", "12"}
     # nothing new: no request again, even though nothing ran yet
     second = evaluate_sensor(defs, Segmentation, instance, cursor=first.cursor)

@@ -102,6 +102,9 @@ def test_dagster_dev_sensors_populate_master_and_parts(tmp_path, monkeypatch):
         ephys_key = dg.AssetKey([f"{prefix}ephys", "array_response"])
         assert instance.get_materialized_partitions(seg_key) == image_ids
         assert instance.get_materialized_partitions(ephys_key) == array_ids
+        # the sensors reported the new rows of the Manual tables as their partitions
+        image_key = dg.AssetKey([f"{prefix}imaging", "image"])
+        assert instance.get_materialized_partitions(image_key) == image_ids
     finally:
         if instance is not None:
             instance.dispose()

@@ -203,6 +203,55 @@ def test_partition_schemes_follow_the_key_structure(schema):
     assert schemes[Trial.full_name].decode(str(trial_key)) == {"image_id": 2, "param": "slow"}
 
 
+def test_two_dimension_partitions_materialize_end_to_end(schema, instance):
+    Image, Segmentation = declare_imaging(schema, n_rois=2)
+
+    @schema
+    class Param(mp.Lookup):
+        definition = """
+        param : varchar(16)
+        ---
+        threshold : float64
+        """
+        contents = [("low", 0.2), ("high", 0.8)]
+
+    @schema
+    class Mask(mp.Computed):
+        definition = """  # Image x Param: a two-dimension partition
+        -> Image
+        -> Param
+        """
+
+        class Pixel(mp.Part):
+            definition = """
+            -> master
+            pixel : int
+            """
+
+        def make(self, key):
+            image = (Image & key).fetch1("image")
+            threshold = (Param & key).fetch1("threshold")
+            self.insert1(key)
+            self.Pixel.insert(dict(key, pixel=int(p)) for p in np.flatnonzero(image.ravel() > threshold))
+
+    add_images(Image, [1, 2])
+    defs = build_definitions(schema)
+    graph = defs.resolve_asset_graph()
+    assert graph.get(asset_key(Mask)).parent_keys == {asset_key(Image), asset_key(Param)}
+    result = evaluate_sensor(defs, Mask, instance)
+    keys = sorted(pk_of(r) for r in result.run_requests)
+    assert keys == ["1|high", "1|low", "2|high", "2|low"]  # dimensions in name order: image, param
+    for request in result.run_requests:
+        run = job_for(defs, Mask).execute_in_process(instance=instance, tags=request.tags)
+        assert run.success
+    assert len(Mask) == 4
+    for key in Mask.fetch("KEY"):
+        image = (Image & key).fetch1("image")
+        threshold = (Param & key).fetch1("threshold")
+        assert len(Mask.Pixel & key) == int(np.sum(image > threshold))
+    assert instance.get_materialized_partitions(asset_key(Mask)) == set(keys)
+
+
 HOSTILE = ["a|b", "x,y", "with space", "it's \"quoted\"", "ünïcødé ☃", "a...b", "..", "tab\there",
            "line\nbreak", "bell\a", "100%", "k=v", "", " lead", "trail ", "semi;colon -- DROP TABLE x"]
 

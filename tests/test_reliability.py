@@ -427,11 +427,18 @@ def test_library_reconnects_after_its_connection_is_terminated(pg_url, monitor, 
         Source, Result = declare(schema, chunk_kb=1)
         Source.insert([{"key": k} for k in range(3)])
         faults = 0
-        # idle connection terminated: the next use fails clearly, the one after works
+        # idle connection terminated: the next read reconnects and succeeds (nothing was lost)
+        assert monitor.terminate(monitor.activity(app)[0][0])
+        faults += 1
+        assert len(Source) == 3
+        assert monitor.terminate(monitor.activity(app)[0][0])
+        faults += 1
+        assert sorted(Source.fetch("key").tolist()) == [0, 1, 2]  # the streaming fetch too
+        # idle connection terminated before a write: the write transaction fails clearly
         assert monitor.terminate(monitor.activity(app)[0][0])
         faults += 1
         with pytest.raises(MPConnectionError, match="lost the connection to PostgreSQL"):
-            len(Source)
+            Source.insert1({"key": 9})
         assert len(Source) == 3
         # terminated inside a transaction: the transaction fails as a whole, nothing is written
         with pytest.raises(MPConnectionError, match="lost the connection to PostgreSQL"):

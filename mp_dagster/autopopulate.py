@@ -190,9 +190,10 @@ class AutoPopulate:
         success = 0
         bar = _progress_bar(len(keys), cls.__qualname__) if display_progress else None
         started = time.monotonic()
+        done_meanwhile = DoneMeanwhile(cls, keys)
         for key in _iterate(keys, bar):
             try:
-                if cls() & key:  # finished by another worker since we listed the keys
+                if done_meanwhile(key):  # another worker wrote it since we listed the keys
                     continue
                 if write_entry(compute_entry(cls, key)):
                     success += 1
@@ -207,6 +208,29 @@ class AutoPopulate:
         if bar is not None:
             bar.close()
         return {"success_count": success, "error_list": errors}
+
+
+class DoneMeanwhile:
+    """Which listed keys other workers have written since: asked of the database for the next
+    ``batch`` keys at most every ``interval`` seconds (one query), not once per key. It only
+    saves computing a key twice; ``write_entry`` re-checks every key under its lock anyway."""
+
+    def __init__(self, table: type[Table], keys: list[dict[str, Any]], interval: float = 1.0,
+                 batch: int = 500) -> None:
+        self.table, self.keys, self.interval, self.batch = table, keys, interval, batch
+        self.position = 0
+        self.checked_until = 0  # keys before this index were checked at the last refresh
+        self.refreshed = time.monotonic()  # the listing itself is fresh
+        self.done: set[tuple] = set()
+
+    def __call__(self, key: dict[str, Any]) -> bool:
+        index, self.position = self.position, self.position + 1
+        if index >= self.checked_until and time.monotonic() - self.refreshed >= self.interval:
+            upcoming = self.keys[index : index + self.batch]
+            self.done = {tuple(k.values()) for k in (self.table() & upcoming).fetch("KEY")}
+            self.checked_until = index + len(upcoming)
+            self.refreshed = time.monotonic()
+        return tuple(key.values()) in self.done
 
 
 def _iterate(keys: list[dict[str, Any]], bar: Any) -> Iterator[dict[str, Any]]:

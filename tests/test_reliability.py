@@ -272,6 +272,8 @@ def kill_trials(url: str, tmp_path: Path, n: int, monitor: Monitor | None) -> di
                     proc.kill()
                 _, err = proc.communicate(timeout=30)
             figures["trials"] += 1
+            if phase != "finished" and proc.returncode == 0:
+                phase = "finished"  # it exited between the last look and the kill
             if phase == "finished":
                 assert proc.returncode == 0, err[-3000:]
                 figures["finished_before_kill"] += 1

@@ -227,7 +227,7 @@ def test_sigkill_during_the_write_leaves_nothing_partial(schema, db_url, tmp_pat
         assert worker.poll() is None, worker.communicate()
         assert time.monotonic() < deadline, "the worker never finished make"
         time.sleep(0.005)
-    time.sleep(0.05)  # inside the write: 45 MB take far longer than this to go in
+    time.sleep(0.01)  # inside the write: 45 MB take far longer than this to go in
     worker.send_signal(signal.SIGKILL)
     worker.communicate(timeout=30)
     assert worker.returncode == -signal.SIGKILL

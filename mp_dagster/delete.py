@@ -131,11 +131,12 @@ def delete(
     """
     target = type(expr)
     backend = target.schema.backend
-    plan = cascade_plan(expr, part_integrity)
     interactive = sys.stdin is not None and sys.stdin.isatty()
     if prompt is None:
         prompt = interactive
     if prompt:
+        # the preview is planned only to be shown; the delete plans again inside its transaction
+        plan = cascade_plan(expr, part_integrity)
         if confirm is None:
             if not interactive:
                 raise MPError(

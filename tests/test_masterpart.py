@@ -198,6 +198,98 @@ def _run_worker(url, schema_name, *args, **popen):
     )
 
 
+def test_a_key_landed_by_another_writer_meanwhile_is_skipped(schema):
+    """make ran, then someone else wrote the same key: the late entry writes nothing."""
+    from mp_dagster.autopopulate import compute_entry, write_entry
+
+    Image, Segmentation = declare_imaging(schema, n_rois=45)
+    add_images(Image, [1])
+    late = compute_entry(Segmentation, {"image_id": 1})
+    assert write_entry(compute_entry(Segmentation, {"image_id": 1})) is True
+    assert write_entry(late) is False
+    assert len(Segmentation) == 1 and len(Segmentation.ROI) == 45
+    assert Segmentation.pending_keys() == []
+
+
+@pytest.mark.parametrize("first_commits", [True, False], ids=["first-commits", "first-rolls-back"])
+def test_a_second_writer_waits_for_the_first_and_lands_only_if_it_rolled_back(schema, first_commits):
+    """Two writers of one key at once: the second waits for the first transaction; if that
+    commits, the second writes nothing; if it rolls back, the second writes its whole entry."""
+    import threading
+
+    from mp_dagster.autopopulate import compute_entry, write_entry
+
+    Image, Segmentation = declare_imaging(schema, n_rois=45)
+    add_images(Image, [1])
+    key = {"image_id": 1}
+    second = compute_entry(Segmentation, key)
+    inside, release = threading.Event(), threading.Event()
+    outcome: dict[str, object] = {}
+
+    def first_writer():
+        try:
+            with schema.transaction():
+                Segmentation.insert1(key, allow_direct_insert=True)
+                Segmentation.ROI.insert([dict(key, roi=r, roi_pixels=np.arange(3), roi_weights=np.ones(3))
+                                         for r in range(3)], allow_direct_insert=True)
+                assert len(Segmentation & key) == 1  # our rows are at the server, uncommitted
+                inside.set()
+                assert release.wait(30)
+                if not first_commits:
+                    raise RuntimeError("first writer gives up")
+        except RuntimeError:
+            pass
+
+    def second_writer():
+        outcome["wrote"] = write_entry(second)
+
+    a = threading.Thread(target=first_writer)
+    a.start()
+    assert inside.wait(30)
+    b = threading.Thread(target=second_writer)
+    b.start()
+    b.join(0.5)
+    assert b.is_alive(), "the second writer must wait for the first transaction"
+    release.set()
+    a.join(30)
+    b.join(30)
+    assert outcome == {"wrote": not first_commits}
+    assert len(Segmentation) == 1
+    assert len(Segmentation.ROI) == (3 if first_commits else 45)
+
+
+def test_duplicate_part_rows_from_make_are_an_error_naming_the_part(schema):
+    @schema
+    class Frame(mp.Manual):
+        definition = """
+        frame : int
+        """
+
+    @schema
+    class Tracking(mp.Computed):
+        definition = """
+        -> Frame
+        """
+
+        class Point(mp.Part):
+            definition = """
+            -> master
+            point : int
+            ---
+            x : float
+            """
+
+        def make(self, key):
+            self.insert1(key)
+            self.Point.insert([dict(key, point=i % 30, x=float(i)) for i in range(45)])
+
+    Frame.insert1({"frame": 1})
+    with pytest.raises(mp.DuplicateError, match=Tracking.Point.full_name):
+        Tracking.populate()
+    assert len(Tracking) == 0 and len(Tracking.Point) == 0
+    assert Tracking.pending_keys() == [{"frame": 1}]
+
+
 def test_two_processes_populating_the_same_keys_write_each_entry_once(schema, db_url):
     Image, Segmentation = declare_imaging(schema, n_rois=45)
     add_images(Image, range(12))

@@ -28,6 +28,10 @@ class Backend(ABC):
 
     name: str  # "postgres" or "sqlite": also the Dagster kind
     errors_abort_transaction = False  # PostgreSQL: after an error only ROLLBACK is accepted
+    # A second INSERT of a committed or in-flight primary key waits for the first transaction
+    # and then fails as a duplicate (row-level locking): the master row alone can serialize the
+    # writers of one key. SQLite serializes all writers with BEGIN IMMEDIATE instead.
+    primary_key_serializes_writers = False
 
     def __init__(self, url: str) -> None:
         self.url = url

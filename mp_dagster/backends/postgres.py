@@ -89,6 +89,7 @@ class _JsonbBinaryTextLoader(Loader):
 class PostgresBackend(Backend):
     name = "postgres"
     errors_abort_transaction = True
+    primary_key_serializes_writers = True
     binary_results = True  # execute(..., binary=True): bytea comes back as raw bytes
 
     def __init__(self, url: str) -> None:

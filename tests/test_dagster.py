@@ -444,6 +444,45 @@ def test_range_with_a_failing_key_commits_the_others(schema, instance):
                       "2": dg.AssetPartitionStatus.FAILED, "3": dg.AssetPartitionStatus.MATERIALIZED}
 
 
+def test_backfill_writes_as_it_goes_and_a_failing_key_fails_alone(schema, instance):
+    """A backfill (more keys than DETAILED_RUN_KEYS) commits each entry as soon as it is
+    computed; a key whose make fails, or whose rows the database refuses, fails alone."""
+    from mp_dagster.dagster.assets import DETAILED_RUN_KEYS
+
+    Image, Segmentation = declare_imaging(schema, n_rois=3)
+    original = Segmentation.make
+    seen_in_table: list[int] = []
+
+    def make(self, key):
+        seen_in_table.append(len(Segmentation()))  # entries committed before this key's make
+        if key["image_id"] == 7:
+            raise ValueError("bad image")
+        original(self, key)
+        if key["image_id"] == 11:  # refused by the database: ROI 0 twice
+            Segmentation.ROI.insert1(dict(key, roi=0, roi_pixels=np.arange(2), roi_weights=np.ones(2)))
+
+    Segmentation.make = make
+    n = DETAILED_RUN_KEYS + 10
+    add_images(Image, range(n))
+    defs = build_definitions(schema)
+    evaluate_sensor(defs, Segmentation, instance)
+    tags = {"dagster/asset_partition_range_start": "0", "dagster/asset_partition_range_end": str(n - 1)}
+    result = job_for(defs, Segmentation).execute_in_process(instance=instance, tags=tags, raise_on_error=False)
+    assert not result.success
+    good = [i for i in range(n) if i not in (7, 11)]
+    assert Segmentation.fetch("image_id").tolist() == good
+    assert len(Segmentation.ROI) == 3 * len(good)
+    # key k's make saw every earlier good key committed: written as they went, not at the end
+    order = sorted(map(str, range(n)))  # partition keys are text: "0", "1", "10", ...
+    assert seen_in_table == [len({str(g) for g in good} & set(order[:i])) for i in range(n)]
+    status = partition_status(instance, Segmentation, [str(i) for i in range(n)], defs)
+    assert {k for k, v in status.items() if v == dg.AssetPartitionStatus.FAILED} == {"7", "11"}
+    assert {k for k, v in status.items() if v == dg.AssetPartitionStatus.MATERIALIZED} == {str(i) for i in good}
+    failure = next(e for e in result.all_events if e.event_type_value == "STEP_FAILURE")
+    assert "2 of 30 keys failed" in failure.step_failure_data.error.message
+    assert "DuplicateError" in failure.step_failure_data.error.message
+
+
 def test_load_input_gives_the_upstream_partition_rows(schema, instance):
     Recording, ArrayResponse = declare_ephys(schema, electrodes=2, channels=3)
     Recording.insert([dict(array=a, signals=np.arange(24.0).reshape(6, 4)) for a in (1, 2)])

@@ -3,11 +3,13 @@ auto-populated masters as partitioned assets whose materialization runs ``make``
 
 
 import time
+from collections.abc import Callable
 from typing import Any
 
 import dagster as dg
 
 from ..autopopulate import Entry, compute_entry
+from ..errors import ConnectionError as MPConnectionError
 from ..table import Table
 from .io_manager import MasterPartIOManager, TableBinding, entry_rows
 from .translator import MasterPartTranslator, column_schema
@@ -49,12 +51,14 @@ class ProgressLog:
         self.started = time.monotonic()
         self.every = max(1, total // 20)
 
-    def step(self, partition_key: str, what: str, error: bool = False) -> None:
+    def step(self, partition_key: str, what: str, error: bool = False,
+             detail: Callable[[], Any] | None = None) -> None:
+        """One key done; ``detail()`` (only called when the key gets a line) follows ``what``."""
         self.done += 1
         self.failed += error
         if self.detailed or error:
             log = self.context.log.error if error else self.context.log.info
-            log(f"[{self.done}/{self.total}] {partition_key}: {what}")
+            log(f"[{self.done}/{self.total}] {partition_key}: {what}" + (f" {detail()}" if detail else ""))
         if not self.detailed and (self.done % self.every == 0 or self.done == self.total):
             rate = self.done / max(time.monotonic() - self.started, 1e-9)
             self.context.log.info(
@@ -88,9 +92,11 @@ def build_master_asset(
     """An auto-populated master: materializing partition ``k`` runs ``make(decode(k))``.
 
     A run over many partitions (``BackfillPolicy.single_run()``) computes each key in turn and
-    the IO manager commits each key in its own transaction. Keys already in the table are not
-    recomputed. If some keys fail, the others are still written (through the IO manager) and
-    the run fails naming the failed keys, which Dagster marks failed.
+    the IO manager commits each key in its own transaction: a run of up to
+    ``DETAILED_RUN_KEYS`` keys when it handles the output, a longer one (a backfill) as soon as
+    each key is computed, so that the run holds one entry in memory at a time. Keys already in
+    the table are not recomputed. If some keys fail, the others are still written and the run
+    fails naming the failed keys, which Dagster marks failed.
     """
     table, scheme = binding.table, binding.scheme
     metadata = translator.get_metadata(table)
@@ -110,7 +116,8 @@ def build_master_asset(
         automation_condition=translator.get_automation_condition(table),
         required_resource_keys={io_manager_key},
     )
-    def _master_asset(context: dg.AssetExecutionContext) -> dict[str, Entry | None]:
+    def _master_asset(context: dg.AssetExecutionContext) -> dict[str, Any]:  # see MasterPartIOManager
+        io_manager: MasterPartIOManager = getattr(context.resources, io_manager_key)
         keys = sorted(context.partition_keys)
         decoded = {pk: scheme.decode(pk) for pk in keys}
         # two queries for the whole run, not two per key
@@ -120,7 +127,7 @@ def build_master_asset(
         # every log line as an event: detailed per key for small runs, sampled for backfills
         detailed = len(keys) <= DETAILED_RUN_KEYS
         progress = ProgressLog(context, table.full_name, len(keys), detailed)
-        entries: dict[str, Entry | None] = {}
+        entries: dict[str, Entry | bool | None] = {}
         failures: dict[str, BaseException] = {}
         for partition_key, key in decoded.items():
             rows: dict[str, list[dict[str, Any]]] | None = None
@@ -136,15 +143,20 @@ def build_master_asset(
                 progress.step(partition_key, "not in the key source", error=True)
                 continue
             else:
+                stage = "make"
                 try:
                     entry = compute_entry(table, key)
+                    # a backfill writes each entry now; a short run leaves it to handle_output
+                    stage = "write"
+                    entries[partition_key] = entry if detailed else io_manager.write(entry)
                 except Exception as exc:  # noqa: BLE001 - reported per key below
+                    if isinstance(exc, MPConnectionError):
+                        raise  # the database is gone: the remaining keys would fail alike
                     failures[partition_key] = exc
-                    progress.step(partition_key, f"make failed: {exc!r}", error=True)
+                    progress.step(partition_key, f"{stage} failed: {exc!r}", error=True)
                     continue
-                entries[partition_key] = entry
                 rows = entry.rows_by_table() if detailed else None
-                progress.step(partition_key, f"computed {entry.row_counts()}")
+                progress.step(partition_key, "computed", detail=entry.row_counts)
             if rows is not None:
                 counts = {t.full_name: len(rows[t.table_name]) for t in (table, *table.parts)}
                 metadata = entry_metadata(binding, counts)
@@ -155,9 +167,8 @@ def build_master_asset(
         if len(keys) == 1:
             raise next(iter(failures.values()))
         # some keys failed: still commit the others, each in its own transaction, then fail the run
-        io_manager: MasterPartIOManager = getattr(context.resources, io_manager_key)
         for partition_key, entry in entries.items():
-            if entry is not None:
+            if isinstance(entry, Entry):
                 io_manager.write(entry)
             key = scheme.decode(partition_key)
             md = entry_metadata(binding, stored_counts(table, key))
@@ -165,7 +176,7 @@ def build_master_asset(
                 dg.AssetMaterialization(asset_key=binding.asset_key, partition=partition_key, metadata=md)
             )
         raise dg.Failure(
-            description=f"{table.full_name}: make failed for {len(failures)} of {len(keys)} keys: "
+            description=f"{table.full_name}: {len(failures)} of {len(keys)} keys failed: "
             + "; ".join(f"{k}: {e!r}" for k, e in list(failures.items())[:20]),
             metadata={"failed partitions": dg.MetadataValue.json(sorted(failures))},
         )

@@ -40,7 +40,11 @@ def entry_rows(table: type[Table], key: dict[str, Any]) -> dict[str, list[dict[s
 
 
 class MasterPartIOManager(dg.IOManager):
-    """Writes ``{partition_key: Entry}`` outputs; ``None`` values are keys already written."""
+    """Writes ``{partition_key: Entry}`` outputs, each entry in its own transaction. ``None``
+    values are keys already written before the run; ``True``/``False`` are keys the asset
+    already handed to :meth:`write` itself (a backfill writes each entry as soon as it is
+    computed, so that it holds one entry in memory, not all of them): written / written
+    meanwhile by someone else."""
 
     def __init__(self, bindings: dict[dg.AssetKey, TableBinding]) -> None:
         self.bindings = bindings
@@ -55,14 +59,17 @@ class MasterPartIOManager(dg.IOManager):
         """Write one entry in one transaction; False if the key was written meanwhile."""
         return write_entry(entry)
 
-    def handle_output(self, context: dg.OutputContext, obj: dict[str, Entry | None]) -> None:
+    def handle_output(self, context: dg.OutputContext, obj: dict[str, Entry | bool | None]) -> None:
         if obj is None:
             return
         written = skipped = 0
         detailed = len(obj) <= 20  # each log line is an event in Dagster's storage
         for partition_key in sorted(obj):
             entry = obj[partition_key]
-            if entry is not None and self.write(entry):
+            if isinstance(entry, bool):  # written (or found written) by the asset already
+                written += entry
+                skipped += not entry
+            elif entry is not None and self.write(entry):
                 written += 1
                 if detailed:
                     context.log.info(f"wrote {partition_key}: {entry.row_counts()}")

@@ -1,5 +1,6 @@
 """PostgreSQL through psycopg 3: each Schema is a PostgreSQL schema, blobs are ``bytea``,
-bulk part rows go in with binary COPY, and writers of one key meet at an advisory lock."""
+bulk part rows go in with binary COPY, and writers of one key meet at the master row's primary
+key (an advisory lock when the write joins a caller's transaction)."""
 
 from __future__ import annotations
 
@@ -115,8 +116,8 @@ class PostgresBackend(Backend):
     def _is_closed(self, conn: psycopg.Connection) -> bool:
         return conn.closed or conn.broken
 
-    # -- transactions, with as few round trips as the semantics allow: BEGIN and the writer's
-    # advisory lock wait for the transaction's first statement, and (in write_tables, see
+    # -- transactions, with as few round trips as the semantics allow: BEGIN (and a writer's
+    # advisory lock, when it takes one) waits for the transaction's first statement, and (in write_tables, see
     # defer_inserts) multi-row INSERTs wait for the next statement or COMMIT; whatever waits is
     # sent with that statement in one pipeline (one network round trip). A transaction that ran
     # nothing sends nothing. Errors of deferred statements surface at that point, still inside
@@ -347,7 +348,10 @@ class PostgresBackend(Backend):
         cached = self._copy_statements.get(key)
         if cached is None:
             copy_types = [
-                "bytea" if a.type.name in ("blob", "bytes") else _COPY_TYPES.get(self.column_type(a).as_string(None))
+                "bytea" if a.type.name in ("blob", "bytes")
+                # varchar(n): lengths are checked before any write (heading.py), as text on the wire
+                else "varchar" if a.type.name in ("varchar", "char")
+                else _COPY_TYPES.get(self.column_type(a).as_string(None))
                 for a in attrs
             ]
             query = sql.SQL("COPY {} ({}) FROM STDIN (FORMAT BINARY)").format(

@@ -17,6 +17,9 @@ defs = build_definitions(
     demo.imaging,
     demo.ephys,
     sensor_interval_seconds=int(os.environ.get("MP_DAGSTER_SENSOR_INTERVAL", "5")),
+    # one run per new image (Dagster's usual way); set MP_DAGSTER_KEYS_PER_RUN=100 when rows arrive
+    # by the thousand: each run is a process of its own (bench/sensor_runs.py measures both)
+    keys_per_run=int(os.environ.get("MP_DAGSTER_KEYS_PER_RUN", "1")),
     # scheduled partitions: every hour, request whatever ArrayResponse keys are still pending
     schedules={demo.ArrayResponse: "0 * * * *"},
 )

@@ -235,7 +235,7 @@ def test_two_dimension_partitions_materialize_end_to_end(schema, instance):
             self.Pixel.insert(dict(key, pixel=int(p)) for p in np.flatnonzero(image.ravel() > threshold))
 
     add_images(Image, [1, 2])
-    defs = build_definitions(schema)
+    defs = build_definitions(schema, keys_per_run=10)  # two dimensions: still one run per key
     graph = defs.resolve_asset_graph()
     assert graph.get(asset_key(Mask)).parent_keys == {asset_key(Image), asset_key(Param)}
     result = evaluate_sensor(defs, Mask, instance)
@@ -533,6 +533,56 @@ def test_sensor_adds_partitions_requests_runs_once_and_keeps_a_cursor(schema, in
     Segmentation.populate()
     fourth = evaluate_sensor(defs, Segmentation, instance, cursor=third.cursor)
     assert fourth.run_requests == [] and decode_cursor(fourth.cursor) == set()
+
+
+def run_ranges(requests) -> list[tuple[str, str]]:
+    """(first, last) partition of each requested run (a one-key run: (key, key))."""
+    out = []
+    for r in requests:
+        if "dagster/asset_partition_range_start" in r.tags:
+            out.append((r.tags["dagster/asset_partition_range_start"], r.tags["dagster/asset_partition_range_end"]))
+        else:
+            out.append((pk_of(r), pk_of(r)))
+    return out
+
+
+def test_sensor_groups_new_keys_into_range_runs(schema, instance):
+    """keys_per_run=4: 10 new images become runs over 4, 4 and 2 neighbouring partitions; each
+    run, executed as the daemon would, writes exactly its keys; a second tick asks nothing."""
+    Image, Segmentation = declare_imaging(schema, n_rois=2)
+    add_images(Image, range(10))
+    defs = build_definitions(schema, keys_per_run=4)
+    first = evaluate_sensor(defs, Segmentation, instance)
+    order = instance.get_dynamic_partitions(f"{schema.name}__image")
+    assert run_ranges(first.run_requests) == [(order[0], order[3]), (order[4], order[7]), (order[8], order[9])]
+    assert len({r.run_key for r in first.run_requests}) == 3
+    for n, request in enumerate(first.run_requests):
+        result = job_for(defs, Segmentation).execute_in_process(instance=instance, tags=request.tags)
+        assert result.success
+        assert len(Segmentation) == min(4 * (n + 1), 10)
+    assert sorted(Segmentation.fetch("image_id").tolist()) == list(range(10))
+    assert len(Segmentation.ROI) == 20
+    assert instance.get_materialized_partitions(asset_key(Segmentation)) == {str(i) for i in range(10)}
+    assert evaluate_sensor(defs, Segmentation, instance, cursor=first.cursor).run_requests == []
+
+
+def test_range_runs_hold_only_pending_neighbours(schema, instance):
+    """Keys written meanwhile split the ranges: no run spans a key that is not requested."""
+    Image, Segmentation = declare_imaging(schema, n_rois=2)
+    add_images(Image, range(8))
+    instance.add_dynamic_partitions(f"{schema.name}__image", [str(i) for i in range(8)])
+    Segmentation.populate([{"image_id": 2}, {"image_id": 3}, {"image_id": 6}])
+    defs = build_definitions(schema, keys_per_run=100)
+    requests = evaluate_sensor(defs, Segmentation, instance).run_requests
+    assert run_ranges(requests) == [("0", "1"), ("4", "5"), ("7", "7")]
+    # the schedule groups the same way
+    defs = build_definitions(schema, sensors=False, keys_per_run=100, schedules={Segmentation: "0 * * * *"})
+    schedule = defs.resolve_schedule_def(f"{schema.name}__segmentation_schedule")
+    context = dg.build_schedule_context(instance=instance, repository_def=defs.get_repository_def(),
+                                        scheduled_execution_time=dt.datetime(2026, 11, 24, tzinfo=dt.timezone.utc))
+    assert run_ranges(schedule.evaluate_tick(context).run_requests) == [("0", "1"), ("4", "5"), ("7", "7")]
+    with pytest.raises(ValueError, match="keys_per_run"):
+        build_definitions(schema, keys_per_run=0)
 
 
 def test_sensor_with_100k_upstream_rows_batches_within_the_time_limit(schema, instance):

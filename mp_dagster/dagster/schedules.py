@@ -6,7 +6,7 @@ from typing import Any
 import dagster as dg
 
 from .io_manager import TableBinding
-from .sensors import MAX_PARTITIONS_PER_TICK, pending_partitions
+from .sensors import MAX_PARTITIONS_PER_TICK, pending_partitions, run_requests
 
 
 def build_pending_schedule(
@@ -16,9 +16,11 @@ def build_pending_schedule(
     execution_timezone: str = "UTC",
     default_status: dg.DefaultScheduleStatus = dg.DefaultScheduleStatus.STOPPED,
     batch_size: int = MAX_PARTITIONS_PER_TICK,
+    keys_per_run: int = 1,
 ) -> dg.ScheduleDefinition:
-    """Every tick, request a run for each key still pending (also those requested before and not
-    yet written: a tick is a retry). Run keys carry the tick time, so each tick requests anew."""
+    """Every tick, request runs for the keys still pending (also those requested before and not
+    yet written: a tick is a retry), grouped as the sensor groups them (``keys_per_run``). Run
+    keys carry the tick time, so each tick requests anew."""
     table = binding.table
     name = f"{table.schema.name}__{table.table_name}_schedule"
 
@@ -38,10 +40,6 @@ def build_pending_schedule(
         for request in add_requests:
             context.instance.add_dynamic_partitions(request.partitions_def_name, list(request.partition_keys))
         tick = context.scheduled_execution_time.isoformat()
-        return [
-            dg.RunRequest(run_key=f"{table.full_name}:{pk}:{tick}",
-                          tags=binding.scheme.partitions_def.get_tags_for_partition_key(pk))
-            for pk in keys
-        ]
+        return run_requests(binding, context.instance, keys, keys_per_run, suffix=f":{tick}")
 
     return _schedule

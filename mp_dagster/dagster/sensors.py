@@ -2,10 +2,12 @@
 
 Each tick the sensor asks the database for the table's pending keys (``key_source`` minus the
 table: one query), adds the new ones as dynamic partitions (at most ``batch_size`` per tick, as
-Dagster advises; added through the instance, see below) and requests one run per key with a
-stable run key. Its cursor holds the keys
-it requested that are still pending, so a key is never requested twice; keys drop out of the
-cursor once written.
+Dagster advises; added through the instance, see below) and requests runs with stable run keys:
+one run per key by default, or, with ``keys_per_run`` > 1, one run per range of up to that many
+keys that are neighbours in the partitions definition (a single-run backfill of the range: every
+run is a process of its own, so 10,000 new images become 100 runs, not 10,000). Its cursor holds
+the keys it requested that are still pending, so a key is never requested twice; keys drop out
+of the cursor once written.
 """
 
 
@@ -39,10 +41,46 @@ def run_key(binding: TableBinding, partition_key: str) -> str:
     return f"{binding.table.full_name}:{partition_key}"
 
 
-def partition_run_request(binding: TableBinding, partition_key: str) -> dg.RunRequest:
+def partition_run_request(binding: TableBinding, partition_key: str, suffix: str = "") -> dg.RunRequest:
     """A run of one partition, tagged as Dagster tags partitioned runs."""
     tags = binding.scheme.partitions_def.get_tags_for_partition_key(partition_key)
-    return dg.RunRequest(run_key=run_key(binding, partition_key), tags=tags)
+    return dg.RunRequest(run_key=run_key(binding, partition_key) + suffix, tags=tags)
+
+
+def range_run_request(binding: TableBinding, first: str, last: str, suffix: str = "") -> dg.RunRequest:
+    """One run over the partitions ``first`` to ``last`` (a single-run backfill of the range).
+    Encoded keys never contain ``..`` (partitions.py escapes it), so the run key is unambiguous."""
+    tags = {"dagster/asset_partition_range_start": first, "dagster/asset_partition_range_end": last}
+    return dg.RunRequest(run_key=f"{binding.table.full_name}:{first}..{last}{suffix}", tags=tags)
+
+
+def run_requests(
+    binding: TableBinding, instance: dg.DagsterInstance, keys: list[str], keys_per_run: int, suffix: str = ""
+) -> list[dg.RunRequest]:
+    """Runs for ``keys`` (partitions already added): one per key, or with ``keys_per_run`` > 1
+    one per range of at most that many keys that are neighbours in the partitions definition's
+    order, so that each range holds exactly the keys asked for. Two-dimension partitions get one
+    run per key (their ranges run across the grid)."""
+    partitions_def = binding.scheme.partitions_def
+    if keys_per_run <= 1 or len(keys) <= 1 or not isinstance(partitions_def, dg.DynamicPartitionsDefinition):
+        return [partition_run_request(binding, pk, suffix) for pk in keys]
+    position = {k: i for i, k in enumerate(instance.get_dynamic_partitions(partitions_def.name))}
+    ordered = sorted(keys, key=position.__getitem__)
+    requests: list[dg.RunRequest] = []
+    group: list[str] = []
+    for pk in ordered:
+        if group and (len(group) == keys_per_run or position[pk] != position[group[-1]] + 1):
+            requests.append(_group_request(binding, group, suffix))
+            group = []
+        group.append(pk)
+    requests.append(_group_request(binding, group, suffix))
+    return requests
+
+
+def _group_request(binding: TableBinding, group: list[str], suffix: str) -> dg.RunRequest:
+    if len(group) == 1:
+        return partition_run_request(binding, group[0], suffix)
+    return range_run_request(binding, group[0], group[-1], suffix)
 
 
 def pending_partitions(
@@ -73,10 +111,13 @@ def build_pending_sensor(
     minimum_interval_seconds: int = 30,
     batch_size: int = MAX_PARTITIONS_PER_TICK,
     default_status: dg.DefaultSensorStatus = dg.DefaultSensorStatus.RUNNING,
+    keys_per_run: int = 1,
 ) -> dg.SensorDefinition:
     """The sensor of one auto-populated master. ``source_keys`` maps a dynamic definition name
     to the Manual/Lookup asset it belongs to: new keys of those are reported as materialized
-    (runless), so the UI shows where the data came in."""
+    (runless), so the UI shows where the data came in. ``keys_per_run``: see the module."""
+    if keys_per_run < 1:
+        raise ValueError(f"keys_per_run must be at least 1, not {keys_per_run}")
     table = binding.table
     name = f"{table.schema.name}__{table.table_name}_pending"
 
@@ -110,7 +151,7 @@ def build_pending_sensor(
         ]
         context.log.info(f"{table.full_name}: {len(new)} new pending keys")
         return dg.SensorResult(
-            run_requests=[partition_run_request(binding, pk) for pk in new],
+            run_requests=run_requests(binding, context.instance, new, keys_per_run),
             asset_events=events,
             cursor=encode_cursor(requested | {str(pk) for pk in new}),
         )

@@ -244,6 +244,11 @@ def failed_counts(pending: dict[str, list[dict[str, Any]]], masters: list[Any]) 
     None without a Dagster instance."""
     if _dagster_home() is None:
         return None
+    if os.environ.get("DAGSTER_EMIT_PARTITION_SUBSET_IN_PLANNED_EVENTS", "").lower() in ("1", "true"):
+        # then Dagster records no per-partition failures: a count would read 0, not unknown
+        _warn("failed keys unavailable: DAGSTER_EMIT_PARTITION_SUBSET_IN_PLANNED_EVENTS is set, so Dagster "
+              "does not mark failed partitions (deploy/dagster.env)")
+        return None
     try:
         import dagster as dg
 

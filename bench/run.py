@@ -543,7 +543,7 @@ def run_dagster_overhead(args: argparse.Namespace, tag: str, tmp: Path) -> dict[
     from mp_dagster.dagster import build_definitions
 
     n = 100 if args.quick else 1000
-    rois = DAGSTER_ROIS
+    rois = args.dagster_rois
     out: dict[str, Any] = {"partitions": n, "rois_per_key": rois, "storage": args.dagster_storage,
                            "settings": DAGSTER_SETTINGS, "target_setting": DAGSTER_TARGET_SETTING, "by_setting": {}}
     image = np.zeros((8, 8))
@@ -772,6 +772,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--workloads", default="a,b,c", help="comma-separated subset of a,b,c")
     parser.add_argument("--skip-peer", action="store_true", help="do not run DataJoint")
     parser.add_argument("--skip-dagster", action="store_true")
+    parser.add_argument("--dagster-rois", type=int, default=DAGSTER_ROIS,
+                        help="ROIs per key in the Dagster backfill (default: %(default)s, workload (a)'s shape)")
     parser.add_argument("--dagster-storage", choices=("postgres", "sqlite"), default="postgres",
                         help="Dagster instance storage: dagster-postgres on the same server (deploy/dagster.yaml's "
                              "kind, the default) or DagsterInstance.local_temp's SQLite")

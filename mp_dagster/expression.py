@@ -175,6 +175,9 @@ class QueryExpression:
         if isinstance(condition, (list, tuple)):
             if not condition:
                 return sql.SQL(self._false())
+            in_list = self._in_list(ctx, alias, condition)
+            if in_list is not None:
+                return in_list
             return sql.SQL("({})").format(
                 sql.SQL(" OR ").join(self._condition(ctx, alias, c) for c in condition)
             )
@@ -187,6 +190,32 @@ class QueryExpression:
             sub,
             sql.SQL(" WHERE ") + sql.SQL(" AND ").join(on) if on else sql.SQL(""),
         )
+
+    def _in_list(self, ctx: RenderContext, alias: sql.Identifier, condition: Sequence[Any]) -> sql.Composable | None:
+        """Dicts that all restrict one and the same attribute (``Table & [{"id": 1}, {"id": 2}]``,
+        how the Dagster layer asks for a run's keys): one ``= ANY(array)`` parameter on
+        PostgreSQL, an ``IN`` list on SQLite, instead of an ``OR`` of one term per dict (which
+        cost 45 us per dict to compose and the server as much to parse). None for anything else."""
+        first = condition[0]
+        if len(condition) < 2 or type(first) is not dict:
+            return None
+        names = [n for n in first if n in self.heading]
+        if len(names) != 1:
+            return None
+        name, keys = names[0], first.keys()
+        attr = self.heading[name]
+        values = []
+        for c in condition:
+            if type(c) is not dict or c.keys() != keys or c[name] is None:
+                return None
+            try:
+                values.append(to_sql_value(self.name, attr, c[name]))
+            except DataError as exc:
+                raise QueryError(f"invalid restriction: {exc}") from None
+        column = _col(alias, name)
+        if self.backend.name == "postgres":
+            return sql.SQL("{} = ANY({})").format(column, ctx.param(values))
+        return sql.SQL("{} IN ({})").format(column, sql.SQL(", ").join(ctx.param(v) for v in values))
 
     def _true(self) -> str:
         return "TRUE" if self.backend.name == "postgres" else "1"

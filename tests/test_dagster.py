@@ -392,19 +392,31 @@ def test_single_run_backfill_commits_each_key_and_rerun_skips(schema, instance):
             for e in outputs} == {6}
 
 
-def test_long_runs_log_progress(schema, instance):
+def test_long_runs_log_progress(schema, instance, monkeypatch):
+    from mp_dagster.dagster import assets
+
     Image, Segmentation = declare_imaging(schema, n_rois=1)
-    add_images(Image, range(40))
+    add_images(Image, range(80))
     defs = build_definitions(schema)
     evaluate_sensor(defs, Segmentation, instance)
-    tags = {"dagster/asset_partition_range_start": "0", "dagster/asset_partition_range_end": "39"}
-    result = job_for(defs, Segmentation).execute_in_process(instance=instance, tags=tags)
-    assert result.success and len(Segmentation) == 40
-    messages = [e.user_message for e in instance.all_logs(result.run_id)]
-    progress = [m for m in messages if "keys done" in m]
-    assert progress[0].startswith(f"{Segmentation.full_name}: 2/40 keys done, 0 failed")
-    assert progress[-1].startswith(f"{Segmentation.full_name}: 40/40 keys done, 0 failed")
-    assert len(progress) == 20
+
+    def progress_lines(first: int, last: int) -> list[str]:
+        tags = {"dagster/asset_partition_range_start": str(first), "dagster/asset_partition_range_end": str(last)}
+        result = job_for(defs, Segmentation).execute_in_process(instance=instance, tags=tags)
+        assert result.success
+        return [e.user_message for e in instance.all_logs(result.run_id) if "keys done" in e.user_message]
+
+    # faster than PROGRESS_MIN_SECONDS: only the last line
+    monkeypatch.setattr(assets, "PROGRESS_MIN_SECONDS", 3600.0)
+    fast = progress_lines(0, 39)
+    assert len(fast) == 1 and fast[0].startswith(f"{Segmentation.full_name}: 40/40 keys done, 0 failed")
+    # slower (no minimum interval): a line every 5 % of the keys
+    monkeypatch.setattr(assets, "PROGRESS_MIN_SECONDS", 0.0)
+    slow = progress_lines(40, 79)
+    assert len(slow) == 20
+    assert slow[0].startswith(f"{Segmentation.full_name}: 2/40 keys done, 0 failed")
+    assert slow[-1].startswith(f"{Segmentation.full_name}: 40/40 keys done, 0 failed")
+    assert len(Segmentation) == 80
 
 
 def test_failing_make_leaves_no_rows_and_a_failed_partition(schema, instance):

@@ -4,6 +4,10 @@ codec's cached array layouts."""
 
 from __future__ import annotations
 
+import datetime as dt
+import uuid
+from decimal import Decimal
+
 import numpy as np
 import pytest
 
@@ -139,6 +143,45 @@ def test_restricted_queries_are_reused_with_fresh_values(schema):
         assert len(Image & {"scale": None}) == 0
     with pytest.raises(mp.QueryError, match="invalid restriction"):
         bool(Image & {"image_id": "x"})
+
+
+KEY_VALUES = {
+    "int32": [0, -7, 2**31 - 1],
+    "int64": [2**40, -(2**40), 3],
+    "varchar(32)": ["a", "it's", "ünï ☃", "", "x|y,z", "semi;colon -- DROP"],
+    "float64": [0.5, -1e300, 3.25],
+    "bool": [True, False],
+    "date": [dt.date(2026, 11, 24), dt.date(1970, 1, 1)],
+    "datetime": [dt.datetime(2026, 11, 24, 12, 30, 1), dt.datetime(2000, 1, 1)],
+    "uuid": [uuid.UUID(int=1), uuid.UUID(int=2**127)],
+    "decimal(8,2)": [Decimal("1.25"), Decimal("-999.99")],
+}
+
+
+@pytest.mark.parametrize("sqltype", list(KEY_VALUES))
+def test_many_keys_restrict_like_their_or(schema, sqltype):
+    """``Table & [{"k": v1}, {"k": v2}, ...]`` (one array parameter on PostgreSQL, an IN list on
+    SQLite) selects exactly what the OR of the dicts selects, for every key type."""
+    @schema
+    class Item(mp.Manual):
+        definition = f"""
+        k : {sqltype}
+        ---
+        n : int
+        """
+
+    values = KEY_VALUES[sqltype]
+    Item.insert([dict(k=v, n=i) for i, v in enumerate(values)])
+    wanted = values[: max(2, len(values) - 1)]
+    got = sorted((Item & [{"k": v} for v in wanted]).fetch("n").tolist())
+    assert got == list(range(len(wanted)))
+    one_by_one = sorted(n for v in wanted for n in (Item & {"k": v}).fetch("n").tolist())
+    assert got == one_by_one
+    assert len(Item - [{"k": v} for v in wanted]) == len(values) - len(wanted)
+    # the same keys again (duplicates) and extra attributes the table lacks change nothing
+    assert len(Item & [{"k": v, "other": 1} for v in wanted * 2]) == len(wanted)
+    with pytest.raises(mp.QueryError, match="invalid restriction"):
+        len(Item & [{"k": wanted[0]}, {"k": object()}])
 
 
 def test_codec_cached_layouts_still_validate():

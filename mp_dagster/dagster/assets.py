@@ -42,13 +42,17 @@ def matching_keys(expression: Any, keys: list[dict[str, Any]], chunk: int = 500)
     return found
 
 
+PROGRESS_MIN_SECONDS = 5.0  # a backfill logs every 5 % of its keys, but not more often than this
+
+
 class ProgressLog:
-    """Per-key log lines for small runs; for backfills one line per 5 % (each line is an event)."""
+    """Per-key log lines for small runs; for backfills one line per 5 % of the keys, at most one
+    per ``PROGRESS_MIN_SECONDS``, and the last (each line is an event in Dagster's storage)."""
 
     def __init__(self, context: dg.AssetExecutionContext, table: str, total: int, detailed: bool) -> None:
         self.context, self.table, self.total, self.detailed = context, table, total, detailed
         self.done = self.failed = 0
-        self.started = time.monotonic()
+        self.started = self.logged = time.monotonic()
         self.every = max(1, total // 20)
 
     def step(self, partition_key: str, what: str, error: bool = False,
@@ -59,8 +63,12 @@ class ProgressLog:
         if self.detailed or error:
             log = self.context.log.error if error else self.context.log.info
             log(f"[{self.done}/{self.total}] {partition_key}: {what}" + (f" {detail()}" if detail else ""))
-        if not self.detailed and (self.done % self.every == 0 or self.done == self.total):
-            rate = self.done / max(time.monotonic() - self.started, 1e-9)
+        if self.detailed:
+            return
+        now = time.monotonic()
+        if self.done == self.total or (self.done % self.every == 0 and now - self.logged >= PROGRESS_MIN_SECONDS):
+            self.logged = now
+            rate = self.done / max(now - self.started, 1e-9)
             self.context.log.info(
                 f"{self.table}: {self.done}/{self.total} keys done, {self.failed} failed, {rate:.1f} keys/s"
             )

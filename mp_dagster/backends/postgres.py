@@ -121,11 +121,12 @@ class PostgresBackend(Backend):
         return conn.closed or conn.broken
 
     # -- transactions, with as few round trips as the semantics allow: BEGIN (and a writer's
-    # advisory lock, when it takes one) waits for the transaction's first statement, and (in write_tables, see
-    # defer_inserts) multi-row INSERTs wait for the next statement or COMMIT; whatever waits is
-    # sent with that statement in one pipeline (one network round trip). A transaction that ran
-    # nothing sends nothing. Errors of deferred statements surface at that point, still inside
-    # the transaction's ``with`` block or its COMMIT, and roll everything back as before.
+    # advisory lock, when it takes one) waits for the transaction's first statement, and (in
+    # write_tables, see defer_inserts) multi-row INSERTs wait for the next statement or COMMIT;
+    # whatever waits is sent with that statement in one pipeline (one network round trip). A
+    # transaction that ran nothing sends nothing. Errors of deferred statements surface at that
+    # point, still inside the transaction's ``with`` block or its COMMIT, and roll everything
+    # back as before.
     def _begin(self, conn: psycopg.Connection) -> None:
         self._local.pending = (conn, [(_BEGIN, None)])
         self._local.defer_inserts = False
@@ -252,8 +253,9 @@ class PostgresBackend(Backend):
     ) -> list[tuple]:
         """Run a query and return ``convert(row)`` for each row, converting rows as they arrive
         (``STREAM_CHUNK_ROWS`` at a time) rather than after libpq gathered the whole result in
-        one growing buffer: measured 1.4-1.6x faster for 100 x 2 MB blobs. An error of ``convert`` is raised once the result is consumed (the connection
-        and its transaction stay usable, as with a plain fetch). A dead connection outside a
+        one growing buffer: measured 1.4-1.6x faster for 100 x 2 MB blobs. An error of
+        ``convert`` is raised once the result is consumed (the connection and its transaction
+        stay usable, as with a plain fetch). A dead connection outside a
         transaction is replaced and the query sent once more, as in :meth:`execute`."""
         in_transaction = self.in_transaction
         conn = self.conn

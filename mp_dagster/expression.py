@@ -164,11 +164,7 @@ class QueryExpression:
                 if value is None:
                     terms.append(sql.SQL("{} IS NULL").format(_col(alias, name)))
                     continue
-                try:
-                    param = to_sql_value(self.name, attr, value)
-                except DataError as exc:
-                    raise QueryError(f"invalid restriction: {exc}") from None
-                terms.append(sql.SQL("{} = {}").format(_col(alias, name), ctx.param(param)))
+                terms.append(sql.SQL("{} = {}").format(_col(alias, name), ctx.param(self._restriction_value(attr, value))))
             return sql.SQL("({})").format(sql.SQL(" AND ").join(terms)) if terms else sql.SQL(
                 self._true()
             )
@@ -191,6 +187,14 @@ class QueryExpression:
             sql.SQL(" WHERE ") + sql.SQL(" AND ").join(on) if on else sql.SQL(""),
         )
 
+    def _restriction_value(self, attr: Attribute, value: Any) -> Any:
+        """A restricting value as the database takes it; a value the attribute cannot hold is a
+        QueryError naming the table and attribute."""
+        try:
+            return to_sql_value(self.name, attr, value)
+        except DataError as exc:
+            raise QueryError(f"invalid restriction: {exc}") from None
+
     def _in_list(self, ctx: RenderContext, alias: sql.Identifier, condition: Sequence[Any]) -> sql.Composable | None:
         """Dicts that all restrict one and the same attribute (``Table & [{"id": 1}, {"id": 2}]``,
         how the Dagster layer asks for a run's keys): one ``= ANY(array)`` parameter on
@@ -208,10 +212,7 @@ class QueryExpression:
         for c in condition:
             if type(c) is not dict or c.keys() != keys or c[name] is None:
                 return None
-            try:
-                values.append(to_sql_value(self.name, attr, c[name]))
-            except DataError as exc:
-                raise QueryError(f"invalid restriction: {exc}") from None
+            values.append(self._restriction_value(attr, c[name]))
         column = _col(alias, name)
         if self.backend.name == "postgres":
             return sql.SQL("{} = ANY({})").format(column, ctx.param(values))
@@ -432,10 +433,7 @@ class QueryExpression:
             for name, value in condition.items():
                 if value is None or name not in heading:
                     continue
-                try:
-                    params[f"p{len(params)}"] = to_sql_value(self.name, heading[name], value)
-                except DataError as exc:
-                    raise QueryError(f"invalid restriction: {exc}") from None
+                params[f"p{len(params)}"] = self._restriction_value(heading[name], value)
         if limit is not None:
             params[f"p{len(params)}"] = int(limit)
         return params

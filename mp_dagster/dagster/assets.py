@@ -136,6 +136,7 @@ def build_master_asset(
         detailed = len(keys) <= DETAILED_RUN_KEYS
         progress = ProgressLog(context, table.full_name, len(keys), detailed)
         entries: dict[str, Entry | bool | None] = {}
+        written_counts: dict[str, dict[str, int]] = {}  # rows per table of the entries written here
         failures: dict[str, BaseException] = {}
         for partition_key, key in decoded.items():
             rows: dict[str, list[dict[str, Any]]] | None = None
@@ -157,6 +158,8 @@ def build_master_asset(
                     # a backfill writes each entry now; a short run leaves it to handle_output
                     stage = "write"
                     entries[partition_key] = entry if detailed else io_manager.write(entry)
+                    if entries[partition_key] is True:
+                        written_counts[partition_key] = entry.row_counts()
                 except Exception as exc:  # noqa: BLE001 - reported per key below
                     if isinstance(exc, MPConnectionError):
                         raise  # the database is gone: the remaining keys would fail alike
@@ -176,10 +179,11 @@ def build_master_asset(
             raise next(iter(failures.values()))
         # some keys failed: still commit the others, each in its own transaction, then fail the run
         for partition_key, entry in entries.items():
-            if isinstance(entry, Entry):
-                io_manager.write(entry)
-            key = scheme.decode(partition_key)
-            md = entry_metadata(binding, stored_counts(table, key))
+            if isinstance(entry, Entry) and io_manager.write(entry):
+                written_counts[partition_key] = entry.row_counts()
+            # rows of keys written elsewhere are counted in the database (two queries a key)
+            counts = written_counts.get(partition_key) or stored_counts(table, decoded[partition_key])
+            md = entry_metadata(binding, counts)
             context.log_event(
                 dg.AssetMaterialization(asset_key=binding.asset_key, partition=partition_key, metadata=md)
             )

@@ -434,27 +434,43 @@ def quiet_dagster() -> None:
     logging.getLogger("dagster").setLevel(logging.WARNING)
 
 
-# Dagster's own event settings, compared in one run (environment variables Dagster reads when it
-# writes events, so they can change between runs in this process):
-DAGSTER_SETTINGS: dict[str, dict[str, str]] = {
-    # out of the box: one event-log write (two connections) per planned and per materialized partition
-    "defaults": {},
-    # the materialization events of a run's partitions in one INSERT (dagster-postgres);
-    # nothing else changes. deploy/dagster.env sets it.
-    "batched": {"DAGSTER_EVENT_BATCH_SIZE": "1000"},
-    # also ONE planned event per run instead of one per partition; the trade-off: partitions
-    # of failed or running runs no longer show as failed or in progress in the UI
-    "batched+subset": {"DAGSTER_EVENT_BATCH_SIZE": "1000", "DAGSTER_EMIT_PARTITION_SUBSET_IN_PLANNED_EVENTS": "1"},
+DEPLOY = Path(__file__).resolve().parents[1] / "deploy"
+
+
+def deploy_env(optional: bool) -> dict[str, str]:
+    """The settings deploy/dagster.env ships (``optional``: its commented-out ones too)."""
+    out = {}
+    for line in (DEPLOY / "dagster.env").read_text().splitlines():
+        line = line.strip()
+        if optional and line.startswith("# ") and "=" in line and line[2:].split("=")[0].isupper():
+            line = line[2:]
+        if line and not line.startswith("#"):
+            name, value = line.split("=", 1)
+            out[name] = value
+    return out
+
+
+# Dagster instance configurations, compared in one run: the storage class and the environment
+# variables Dagster reads when it writes events (so they can change between runs in one process)
+DAGSTER_SETTINGS: dict[str, dict[str, Any]] = {
+    # dagster-postgres out of the box: a new connection per statement, one event-log write per
+    # planned and per materialized partition
+    "stock": {"storage": "postgres", "env": {}},
+    # deploy/ as shipped: pooled storage (dagster.yaml), materialization events batched (dagster.env)
+    "deploy": {"storage": "deploy", "env": deploy_env(optional=False)},
+    # and dagster.env's optional setting: ONE planned event per run instead of one per partition;
+    # the trade-off: partitions of failed or running runs no longer show as failed or in progress
+    "deploy+subset": {"storage": "deploy", "env": deploy_env(optional=True)},
 }
-DAGSTER_TARGET_SETTING = "batched+subset"
+DAGSTER_TARGET_SETTING = "deploy+subset"
 
 
 @contextmanager
 def dagster_settings(name: str) -> Iterator[None]:
-    saved = {k: os.environ.get(k) for s in DAGSTER_SETTINGS.values() for k in s}
+    saved = {k: os.environ.get(k) for s in DAGSTER_SETTINGS.values() for k in s["env"]}
     for k in saved:
         os.environ.pop(k, None)
-    os.environ.update(DAGSTER_SETTINGS[name])
+    os.environ.update(DAGSTER_SETTINGS[name]["env"])
     try:
         yield
     finally:
@@ -467,9 +483,10 @@ def dagster_settings(name: str) -> Iterator[None]:
 
 @contextmanager
 def dagster_instance(home: Path, url: str, storage: str) -> Iterator[Any]:
-    """A fresh Dagster instance. ``postgres``: dagster-postgres storage (deploy/dagster.yaml's
-    kind) in a database of its own on the benchmark's server, dropped afterwards;
-    ``sqlite``: ``DagsterInstance.local_temp`` (what ``dagster dev`` uses without a dagster.yaml)."""
+    """A fresh Dagster instance. ``deploy``: deploy/dagster.yaml's storage (dagster-postgres,
+    pooled) and ``postgres`` (stock dagster-postgres), each in a database of its own on the
+    benchmark's server, dropped afterwards; ``sqlite``: ``DagsterInstance.local_temp`` (what
+    ``dagster dev`` uses without a dagster.yaml)."""
     import dagster as dg
 
     home.mkdir(parents=True, exist_ok=True)
@@ -487,8 +504,9 @@ def dagster_instance(home: Path, url: str, storage: str) -> Iterator[Any]:
                                   "hostname": str(info.get("host", "127.0.0.1")),
                                   "port": int(info.get("port", 5432)), "db_name": database,
                                   "scheme": "postgresql+psycopg2"}}
-        (home / "dagster.yaml").write_text(json.dumps({"storage": {"postgres": config},
-                                                        "telemetry": {"enabled": False}}))
+        block = ({"custom": {"module": "mp_dagster.dagster.instance_storage", "class": "PooledPostgresStorage",
+                             "config": config}} if storage == "deploy" else {"postgres": config})
+        (home / "dagster.yaml").write_text(json.dumps({"storage": block, "telemetry": {"enabled": False}}))
         with dg.DagsterInstance.from_config(str(home)) as instance:
             yield instance
     finally:
@@ -559,6 +577,7 @@ def run_dagster_overhead(args: argparse.Namespace, tag: str, tmp: Path) -> dict[
         schema.drop(force=True)
     for setting in DAGSTER_SETTINGS:
         row: dict[str, Any] = {}
+        storage = "sqlite" if args.dagster_storage == "sqlite" else DAGSTER_SETTINGS[setting]["storage"]
         with dagster_settings(setting), warnings.catch_warnings():
             warnings.simplefilter("ignore")
             # the asset job over all partitions in ONE run (BackfillPolicy.single_run), fresh tables
@@ -567,7 +586,7 @@ def run_dagster_overhead(args: argparse.Namespace, tag: str, tmp: Path) -> dict[
                 Image, Segmentation = declare_mp(schema, None, rois)
                 Image.insert([dict(image_id=i, image=image) for i in range(n)])
                 defs = build_definitions(schema, checks=False)
-                with dagster_instance(tmp / f"mpbench_{tag}_backfill", args.url, args.dagster_storage) as instance:
+                with dagster_instance(tmp / f"mpbench_{tag}_backfill", args.url, storage) as instance:
                     tick, _ = sensor_tick(defs, Segmentation, instance)  # adds the partitions
                     keys = [r.partition_key or r.tags["dagster/partition"] for r in tick.run_requests]
                     assert len(keys) == n
@@ -581,8 +600,7 @@ def run_dagster_overhead(args: argparse.Namespace, tag: str, tmp: Path) -> dict[
                     assert len(instance.get_materialized_partitions(asset_key)) == n
             finally:
                 schema.drop(force=True)
-            row["dagster_noop_backfill_s"] = run_dagster_noop(n, tmp / f"mpbench_{tag}_noop", args.url,
-                                                              args.dagster_storage)
+            row["dagster_noop_backfill_s"] = run_dagster_noop(n, tmp / f"mpbench_{tag}_noop", args.url, storage)
         row["ratio_backfill_over_populate"] = row["backfill_s"] / out["populate_s"]
         row["ratio_backfill_over_dagster_noop"] = row["backfill_s"] / row["dagster_noop_backfill_s"]
         row["added_ms_per_partition"] = (row["backfill_s"] - out["populate_s"]) / n * 1e3
@@ -623,8 +641,8 @@ def run_sensor(args: argparse.Namespace, tag: str, tmp: Path) -> dict[str, Any]:
         out["setup_insert_done_s"], _ = timed(lambda: Segmentation.insert(
             [dict(image_id=i) for i in range(total - new)], allow_direct_insert=True))
         defs = build_definitions(schema, checks=False)
-        with warnings.catch_warnings(), dagster_instance(tmp / f"mpbench_{tag}_sensor", args.url,
-                                                                args.dagster_storage) as instance:
+        storage = "sqlite" if args.dagster_storage == "sqlite" else "deploy"
+        with warnings.catch_warnings(), dagster_instance(tmp / f"mpbench_{tag}_sensor", args.url, storage) as instance:
             warnings.simplefilter("ignore")
             checkpoint(args.url)
             result, out["tick_s"] = sensor_tick(defs, Segmentation, instance)
@@ -775,8 +793,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--dagster-rois", type=int, default=DAGSTER_ROIS,
                         help="ROIs per key in the Dagster backfill (default: %(default)s, workload (a)'s shape)")
     parser.add_argument("--dagster-storage", choices=("postgres", "sqlite"), default="postgres",
-                        help="Dagster instance storage: dagster-postgres on the same server (deploy/dagster.yaml's "
-                             "kind, the default) or DagsterInstance.local_temp's SQLite")
+                        help="Dagster instance storage: dagster-postgres on the same server (the default: stock "
+                             "and deploy/dagster.yaml's pooled storage, per setting) or DagsterInstance.local_temp's "
+                             "SQLite for every setting")
     parser.add_argument("--skip-sensor", action="store_true")
     parser.add_argument("--skip-codec", action="store_true")
     args = parser.parse_args(argv)

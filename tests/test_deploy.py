@@ -1,10 +1,13 @@
-"""deploy/dagster.yaml: a Dagster instance on PostgreSQL (dagster-postgres), credentials from the
-environment, running a real materialization whose tables are on PostgreSQL too; with the event
-settings of deploy/dagster.env as shipped, and with its optional one."""
+"""deploy/dagster.yaml: a Dagster instance on PostgreSQL (dagster-postgres storage with pooled
+connections, mp_dagster/dagster/instance_storage.py), credentials from the environment, running
+real materializations whose tables are on PostgreSQL too; with the event settings of
+deploy/dagster.env as shipped, and with its optional one."""
 
 from __future__ import annotations
 
+import json
 import shutil
+import time
 import uuid
 from pathlib import Path
 from urllib.parse import urlparse
@@ -13,11 +16,13 @@ import dagster as dg
 import numpy as np
 import psycopg
 import pytest
+import sqlalchemy
 from conftest import postgres_url, unique_schema_name
 from pipelines import declare_imaging
 
 import mp_dagster as mp
 from mp_dagster.dagster import build_definitions
+from mp_dagster.dagster.instance_storage import POOL_SIZE
 
 DEPLOY = Path(__file__).resolve().parents[1] / "deploy" / "dagster.yaml"
 DEPLOY_ENV = DEPLOY.with_name("dagster.env")
@@ -42,19 +47,15 @@ def instance_database():
     name = f"mp_dagster_instance_{uuid.uuid4().hex[:8]}"
     with psycopg.connect(url, autocommit=True) as conn:
         conn.execute(psycopg.sql.SQL("CREATE DATABASE {}").format(psycopg.sql.Identifier(name)))
-    yield urlparse(url), name
+    yield name
     with psycopg.connect(url, autocommit=True) as conn:
         conn.execute(psycopg.sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(psycopg.sql.Identifier(name)))
 
 
-@pytest.mark.parametrize("optional", [False, True], ids=["dagster.env", "dagster.env+optional"])
-def test_deploy_yaml_runs_dagster_on_postgres(instance_database, tmp_path, monkeypatch, optional):
-    parsed, database = instance_database
-    settings = deploy_env(optional)
-    assert "DAGSTER_EVENT_BATCH_SIZE" in settings
-    assert ("DAGSTER_EMIT_PARTITION_SUBSET_IN_PLANNED_EVENTS" in settings) is optional
-    for name, value in settings.items():
-        monkeypatch.setenv(name, value)
+@pytest.fixture
+def deploy_home(instance_database, tmp_path, monkeypatch) -> Path:
+    """$DAGSTER_HOME holding deploy/dagster.yaml as shipped, its DAGSTER_PG_* variables set."""
+    parsed = urlparse(postgres_url())
     home = tmp_path / "home"
     home.mkdir()
     shutil.copy(DEPLOY, home / "dagster.yaml")
@@ -63,35 +64,116 @@ def test_deploy_yaml_runs_dagster_on_postgres(instance_database, tmp_path, monke
     monkeypatch.setenv("DAGSTER_PG_PASSWORD", parsed.password or "")
     monkeypatch.setenv("DAGSTER_PG_HOST", parsed.hostname or "127.0.0.1")
     monkeypatch.setenv("DAGSTER_PG_PORT", str(parsed.port or 5432))
-    monkeypatch.setenv("DAGSTER_PG_DB", database)
+    monkeypatch.setenv("DAGSTER_PG_DB", instance_database)
+    return home
 
+
+@pytest.fixture
+def imaging():
+    """Image -> Segmentation(ROI) on PostgreSQL with 30 images, and its definitions."""
     schema = mp.Schema(unique_schema_name("deploy"), database_url=postgres_url())
     try:
         Image, Segmentation = declare_imaging(schema, n_rois=4)
-        keys = [str(i) for i in range(30)]
-        Image.insert([dict(image_id=i, image=np.zeros((4, 4))) for i in range(len(keys))])
-        defs = build_definitions(schema)
-        with dg.DagsterInstance.get() as instance:
-            assert type(instance.run_storage).__name__ == "PostgresRunStorage"
-            assert type(instance.event_log_storage).__name__ == "PostgresEventLogStorage"
-            instance.add_dynamic_partitions(f"{schema.name}__image", keys)
-            job = defs.resolve_job_def(f"{schema.name}__segmentation_job")
-            tags = {"dagster/asset_partition_range_start": "0", "dagster/asset_partition_range_end": "9"}
-            assert job.execute_in_process(instance=instance, tags=tags).success  # keys 0..9 in one run
-            tags = {"dagster/partition": "29"}
-            assert job.execute_in_process(instance=instance, tags=tags).success
-            key = dg.AssetKey([schema.name, "segmentation"])
-            assert instance.get_materialized_partitions(key) == {*map(str, range(10)), "29"}
-        assert len(Segmentation) == 11 and len(Segmentation.ROI) == 44
-        with psycopg.connect(postgres_url().rsplit("/", 1)[0] + f"/{database}") as conn:
-            runs = conn.execute("SELECT count(*) FROM runs").fetchone()[0]
-            events = dict(conn.execute(
-                "SELECT dagster_event_type, count(*) FROM event_logs WHERE asset_key IS NOT NULL "
-                "GROUP BY dagster_event_type").fetchall())
-        assert runs == 2  # the run history lives in the instance database
-        # every partition's materialization is recorded, batched or not
-        assert events["ASSET_MATERIALIZATION"] == 11
-        # one planned event per partition, or (the optional setting) one per run
-        assert events["ASSET_MATERIALIZATION_PLANNED"] == (2 if optional else 11)
+        Image.insert([dict(image_id=i, image=np.zeros((4, 4))) for i in range(30)])
+        yield schema, Segmentation, build_definitions(schema)
     finally:
         schema.drop(force=True)
+
+
+def instance_query(database: str, query: str) -> list[tuple]:
+    with psycopg.connect(postgres_url().rsplit("/", 1)[0] + f"/{database}") as conn:
+        return conn.execute(query).fetchall()
+
+
+def backends_on(database: str) -> int:
+    """Server processes connected to ``database`` (other than the one asking)."""
+    with psycopg.connect(postgres_url()) as conn:
+        return conn.execute("SELECT count(*) FROM pg_stat_activity WHERE datname = %s AND pid <> pg_backend_pid()",
+                            (database,)).fetchone()[0]
+
+
+def run_range(defs, schema, instance, first: int, last: int) -> None:
+    job = defs.resolve_job_def(f"{schema.name}__segmentation_job")
+    tags = ({"dagster/partition": str(first)} if first == last else
+            {"dagster/asset_partition_range_start": str(first), "dagster/asset_partition_range_end": str(last)})
+    assert job.execute_in_process(instance=instance, tags=tags).success
+
+
+@pytest.mark.parametrize("optional", [False, True], ids=["dagster.env", "dagster.env+optional"])
+def test_deploy_yaml_runs_dagster_on_postgres(deploy_home, instance_database, imaging, monkeypatch, optional):
+    settings = deploy_env(optional)
+    assert "DAGSTER_EVENT_BATCH_SIZE" in settings
+    assert ("DAGSTER_EMIT_PARTITION_SUBSET_IN_PLANNED_EVENTS" in settings) is optional
+    for name, value in settings.items():
+        monkeypatch.setenv(name, value)
+    schema, Segmentation, defs = imaging
+    with dg.DagsterInstance.get() as instance:
+        assert type(instance.run_storage).__name__ == "PooledPostgresRunStorage"
+        assert type(instance.event_log_storage).__name__ == "PooledPostgresEventLogStorage"
+        instance.add_dynamic_partitions(f"{schema.name}__image", [str(i) for i in range(30)])
+        run_range(defs, schema, instance, 0, 9)  # keys 0..9 in one run
+        run_range(defs, schema, instance, 29, 29)
+        key = dg.AssetKey([schema.name, "segmentation"])
+        assert instance.get_materialized_partitions(key) == {*map(str, range(10)), "29"}
+    assert len(Segmentation) == 11 and len(Segmentation.ROI) == 44
+    assert instance_query(instance_database, "SELECT count(*) FROM runs") == [(2,)]  # run history is there
+    events = dict(instance_query(instance_database, "SELECT dagster_event_type, count(*) FROM event_logs "
+                                                    "WHERE asset_key IS NOT NULL GROUP BY dagster_event_type"))
+    # every partition's materialization is recorded, batched or not
+    assert events["ASSET_MATERIALIZATION"] == 11
+    # one planned event per partition, or (the optional setting) one per run
+    assert events["ASSET_MATERIALIZATION_PLANNED"] == (2 if optional else 11)
+
+
+@pytest.mark.parametrize("storage", ["postgres", "deploy"], ids=["stock-dagster-postgres", "deploy-pooled"])
+def test_pooled_storage_keeps_its_connections(deploy_home, instance_database, imaging, storage):
+    """A 10-partition run on the stock storage connects to the server for every event write; on
+    deploy/dagster.yaml's it reuses the connections it keeps, and closes them with the instance."""
+    if storage == "postgres":  # the same postgres_db block under dagster-postgres' own storage
+        import yaml
+
+        config = yaml.safe_load((deploy_home / "dagster.yaml").read_text())
+        config["storage"] = {"postgres": config["storage"]["custom"]["config"]}
+        (deploy_home / "dagster.yaml").write_text(json.dumps(config))
+    schema, Segmentation, defs = imaging
+    connects = []
+    listener = lambda *_: connects.append(1)  # noqa: E731
+    sqlalchemy.event.listen(sqlalchemy.pool.Pool, "connect", listener)
+    try:
+        with dg.DagsterInstance.get() as instance:
+            instance.add_dynamic_partitions(f"{schema.name}__image", [str(i) for i in range(10)])
+            connects.clear()
+            run_range(defs, schema, instance, 0, 9)
+            opened = len(connects)
+            if storage == "deploy":
+                assert backends_on(instance_database) >= 1  # kept while the instance lives
+    finally:
+        sqlalchemy.event.remove(sqlalchemy.pool.Pool, "connect", listener)
+    assert len(Segmentation.ROI) == 40
+    if storage == "postgres":
+        assert opened > 40  # at least one per event: 10 planned + 10 materialized + run and step events
+    else:
+        assert opened <= 2 * POOL_SIZE  # the kept connections of the run and event-log storages
+        deadline = time.monotonic() + 10
+        while backends_on(instance_database) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert backends_on(instance_database) == 0  # disposing the instance closed the pool
+
+
+def test_pooled_storage_replaces_a_connection_the_server_closed(deploy_home, instance_database, imaging):
+    """The server ends the kept connections between two runs (a restart, an idle timeout): the
+    next run's events are written on new connections and nothing is lost."""
+    schema, Segmentation, defs = imaging
+    with dg.DagsterInstance.get() as instance:
+        instance.add_dynamic_partitions(f"{schema.name}__image", [str(i) for i in range(30)])
+        run_range(defs, schema, instance, 0, 4)
+        with psycopg.connect(postgres_url(), autocommit=True) as conn:
+            ended = conn.execute("SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
+                                 "WHERE datname = %s AND pid <> pg_backend_pid()", (instance_database,)).fetchone()[0]
+        assert ended >= 1
+        run_range(defs, schema, instance, 5, 9)
+        key = dg.AssetKey([schema.name, "segmentation"])
+        assert instance.get_materialized_partitions(key) == set(map(str, range(10)))
+    assert len(Segmentation) == 10
+    assert instance_query(instance_database, "SELECT count(*) FROM event_logs WHERE "
+                                             "dagster_event_type = 'ASSET_MATERIALIZATION'") == [(10,)]

@@ -1,0 +1,139 @@
+"""Dagster instance storage on PostgreSQL that keeps its connections between event writes.
+
+dagster-postgres opens a new database connection for every statement its run and event-log
+storages send, except inside dagster-webserver (SQLAlchemy's ``NullPool``; the webserver
+switches to a pool itself). A run worker that backfills 1,000 partitions writes thousands of
+events, each on two fresh connections; on the benchmark's machine that is most of Dagster's cost
+per partition (bench/README.md has the profile). ``PooledPostgresStorage`` is dagster-postgres'
+storage with a pool of kept connections for runs and for event logs, in every process:
+the daemon, run workers and step processes, as well as the webserver.
+
+Configure it in ``dagster.yaml`` with the same fields as ``storage: postgres``
+(deploy/dagster.yaml does)::
+
+    storage:
+      custom:
+        module: mp_dagster.dagster.instance_storage
+        class: PooledPostgresStorage
+        config:
+          postgres_db: {...}
+
+Each pooled connection is checked with a ping when it is taken from the pool, so a connection
+the server closed (a restart, ``pg_terminate_backend``, an idle timeout) is replaced before it is
+used, as a fresh connection would have been. Disposing the Dagster instance closes the pool.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from dagster._config.config_schema import UserConfigSchema
+from dagster._core.storage.base_storage import DagsterStorage
+from dagster._core.storage.config import pg_config
+from dagster._serdes import ConfigurableClassData
+from dagster_postgres import DagsterPostgresStorage, PostgresEventLogStorage, PostgresRunStorage
+from dagster_postgres.schedule_storage import PostgresScheduleStorage
+from dagster_postgres.utils import (
+    create_pg_engine,
+    get_token_provider_from_config,
+    pg_url_from_config,
+)
+
+if TYPE_CHECKING:
+    from dagster_postgres.auth import PgTokenProvider
+    from sqlalchemy.engine import Engine
+
+# Two connections kept per storage: Dagster checks out a second one while it holds the first
+# (writing an asset event, it asks whether a table exists on another connection), and with one
+# kept connection that second one would be opened and closed for every event. More are opened
+# (and closed on return) only when threads of one process write at the same moment. Recycled
+# hourly like the webserver's pool.
+POOL_SIZE = 2
+POOL_MAX_OVERFLOW = 20
+POOL_RECYCLE_SECONDS = 3600
+
+
+def pooled_engine(postgres_url: str, token_provider: PgTokenProvider | None) -> Engine:
+    """A SQLAlchemy engine that keeps ``POOL_SIZE`` connections and pings each before use."""
+    return create_pg_engine(
+        postgres_url,
+        token_provider,
+        isolation_level="AUTOCOMMIT",  # what dagster-postgres' own engines use
+        pool_size=POOL_SIZE,
+        max_overflow=POOL_MAX_OVERFLOW,
+        pool_recycle=POOL_RECYCLE_SECONDS,
+        pool_pre_ping=True,
+    )
+
+
+class PooledPostgresRunStorage(PostgresRunStorage):
+    """dagster-postgres' run storage on a kept connection (see the module docstring)."""
+
+    def __init__(self, postgres_url: str, should_autocreate_tables: bool = True,
+                 inst_data: ConfigurableClassData | None = None,
+                 token_provider: PgTokenProvider | None = None) -> None:
+        super().__init__(postgres_url, should_autocreate_tables, inst_data, token_provider)
+        # the parent's engine is a NullPool: replacing it leaves no connection behind
+        self._engine = pooled_engine(postgres_url, token_provider)
+
+    def optimize_for_webserver(self, statement_timeout: int, pool_recycle: int, max_overflow: int) -> None:
+        self._engine.dispose()  # the webserver brings its own pool
+        super().optimize_for_webserver(statement_timeout, pool_recycle, max_overflow)
+
+    def dispose(self) -> None:
+        super().dispose()
+        self._engine.dispose()
+
+
+class PooledPostgresEventLogStorage(PostgresEventLogStorage):
+    """dagster-postgres' event-log storage on a kept connection (see the module docstring)."""
+
+    def __init__(self, postgres_url: str, should_autocreate_tables: bool = True,
+                 inst_data: ConfigurableClassData | None = None,
+                 token_provider: PgTokenProvider | None = None) -> None:
+        super().__init__(postgres_url, should_autocreate_tables, inst_data, token_provider)
+        self._engine = pooled_engine(postgres_url, token_provider)
+
+    def optimize_for_webserver(self, statement_timeout: int, pool_recycle: int, max_overflow: int) -> None:
+        self._engine.dispose()
+        super().optimize_for_webserver(statement_timeout, pool_recycle, max_overflow)
+
+    def dispose(self) -> None:
+        super().dispose()
+        self._engine.dispose()
+
+
+class PooledPostgresStorage(DagsterPostgresStorage):
+    """``storage: postgres`` with pooled run and event-log storages. Schedule storage (sensor
+    and schedule ticks, a few statements per tick) stays on dagster-postgres' own: Dagster does
+    not dispose it with the instance, so a pool there would outlive the instance."""
+
+    def __init__(self, postgres_url: str, should_autocreate_tables: bool = True,
+                 inst_data: ConfigurableClassData | None = None,
+                 token_provider: PgTokenProvider | None = None) -> None:
+        # DagsterPostgresStorage.__init__ would build the unpooled storages first (and inspect
+        # the database for each); set the same attributes with the pooled ones instead
+        self.postgres_url = postgres_url
+        self.should_autocreate_tables = should_autocreate_tables
+        self._inst_data = inst_data
+        self._run_storage = PooledPostgresRunStorage(postgres_url, should_autocreate_tables,
+                                                     token_provider=token_provider)
+        self._event_log_storage = PooledPostgresEventLogStorage(postgres_url, should_autocreate_tables,
+                                                                token_provider=token_provider)
+        self._schedule_storage = PostgresScheduleStorage(postgres_url, should_autocreate_tables,
+                                                         token_provider=token_provider)
+        DagsterStorage.__init__(self)
+
+    @classmethod
+    def config_type(cls) -> UserConfigSchema:
+        return pg_config()
+
+    @classmethod
+    def from_config_value(cls, inst_data: ConfigurableClassData | None,
+                          config_value: Any) -> PooledPostgresStorage:
+        return cls(
+            postgres_url=pg_url_from_config(config_value),
+            should_autocreate_tables=config_value.get("should_autocreate_tables", True),
+            inst_data=inst_data,
+            token_provider=get_token_provider_from_config(config_value),
+        )

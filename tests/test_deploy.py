@@ -75,7 +75,7 @@ def imaging():
     try:
         Image, Segmentation = declare_imaging(schema, n_rois=4)
         Image.insert([dict(image_id=i, image=np.zeros((4, 4))) for i in range(30)])
-        yield schema, Segmentation, build_definitions(schema)
+        yield schema, Image, Segmentation, build_definitions(schema)
     finally:
         schema.drop(force=True)
 
@@ -92,11 +92,11 @@ def backends_on(database: str) -> int:
                             (database,)).fetchone()[0]
 
 
-def run_range(defs, schema, instance, first: int, last: int) -> None:
+def run_range(defs, schema, instance, first: int, last: int, succeeds: bool = True) -> None:
     job = defs.resolve_job_def(f"{schema.name}__segmentation_job")
     tags = ({"dagster/partition": str(first)} if first == last else
             {"dagster/asset_partition_range_start": str(first), "dagster/asset_partition_range_end": str(last)})
-    assert job.execute_in_process(instance=instance, tags=tags).success
+    assert job.execute_in_process(instance=instance, tags=tags, raise_on_error=False).success is succeeds
 
 
 @pytest.mark.parametrize("optional", [False, True], ids=["dagster.env", "dagster.env+optional"])
@@ -106,7 +106,7 @@ def test_deploy_yaml_runs_dagster_on_postgres(deploy_home, instance_database, im
     assert ("DAGSTER_EMIT_PARTITION_SUBSET_IN_PLANNED_EVENTS" in settings) is optional
     for name, value in settings.items():
         monkeypatch.setenv(name, value)
-    schema, Segmentation, defs = imaging
+    schema, _, Segmentation, defs = imaging
     with dg.DagsterInstance.get() as instance:
         assert type(instance.run_storage).__name__ == "PooledPostgresRunStorage"
         assert type(instance.event_log_storage).__name__ == "PooledPostgresEventLogStorage"
@@ -123,6 +123,29 @@ def test_deploy_yaml_runs_dagster_on_postgres(deploy_home, instance_database, im
     assert events["ASSET_MATERIALIZATION"] == 11
     # one planned event per partition, or (the optional setting) one per run
     assert events["ASSET_MATERIALIZATION_PLANNED"] == (2 if optional else 11)
+    if not optional:  # the planned events of the 10-key run were written as one batch, each with its key
+        planned = instance_query(instance_database, "SELECT partition FROM event_logs "
+                                                    "WHERE dagster_event_type = 'ASSET_MATERIALIZATION_PLANNED'")
+        assert sorted(int(p) for p, in planned) == [*range(10), 29]
+
+
+def test_deploy_marks_the_partitions_of_a_failed_run_failed(deploy_home, imaging, monkeypatch):
+    """With deploy/dagster.env as shipped, a run's planned events are written as one batch, yet
+    every partition has its own: Dagster shows the keys a failed run did not write as failed and
+    the ones it wrote as materialized."""
+    for name, value in deploy_env(optional=False).items():
+        monkeypatch.setenv(name, value)
+    schema, Image, Segmentation, defs = imaging
+    Image.insert1(dict(image_id=30, image="not an image"))  # make() fails on this key
+    keys = [str(i) for i in range(31)]
+    with dg.DagsterInstance.get() as instance:
+        instance.add_dynamic_partitions(f"{schema.name}__image", keys)
+        run_range(defs, schema, instance, 0, 30, succeeds=False)
+        statuses = instance.get_status_by_partition(dg.AssetKey([schema.name, "segmentation"]), keys,
+                                                    dg.DynamicPartitionsDefinition(name=f"{schema.name}__image"))
+    assert {k for k, s in statuses.items() if s == dg.AssetPartitionStatus.FAILED} == {"30"}
+    assert {k for k, s in statuses.items() if s == dg.AssetPartitionStatus.MATERIALIZED} == set(keys[:30])
+    assert len(Segmentation) == 30 and len(Segmentation.ROI) == 120
 
 
 @pytest.mark.parametrize("storage", ["postgres", "deploy"], ids=["stock-dagster-postgres", "deploy-pooled"])
@@ -135,7 +158,7 @@ def test_pooled_storage_keeps_its_connections(deploy_home, instance_database, im
         config = yaml.safe_load((deploy_home / "dagster.yaml").read_text())
         config["storage"] = {"postgres": config["storage"]["custom"]["config"]}
         (deploy_home / "dagster.yaml").write_text(json.dumps(config))
-    schema, Segmentation, defs = imaging
+    schema, _, Segmentation, defs = imaging
     connects = []
     listener = lambda *_: connects.append(1)  # noqa: E731
     sqlalchemy.event.listen(sqlalchemy.pool.Pool, "connect", listener)
@@ -163,7 +186,7 @@ def test_pooled_storage_keeps_its_connections(deploy_home, instance_database, im
 def test_pooled_storage_replaces_a_connection_the_server_closed(deploy_home, instance_database, imaging):
     """The server ends the kept connections between two runs (a restart, an idle timeout): the
     next run's events are written on new connections and nothing is lost."""
-    schema, Segmentation, defs = imaging
+    schema, _, Segmentation, defs = imaging
     with dg.DagsterInstance.get() as instance:
         instance.add_dynamic_partitions(f"{schema.name}__image", [str(i) for i in range(30)])
         run_range(defs, schema, instance, 0, 4)
@@ -177,3 +200,35 @@ def test_pooled_storage_replaces_a_connection_the_server_closed(deploy_home, ins
     assert len(Segmentation) == 10
     assert instance_query(instance_database, "SELECT count(*) FROM event_logs WHERE "
                                              "dagster_event_type = 'ASSET_MATERIALIZATION'") == [(10,)]
+
+
+def test_deploy_batches_the_planned_events_of_several_assets(deploy_home, instance_database, monkeypatch):
+    """A run over two assets of five partitions each: ten planned events in one batch, each with
+    its asset and key, and each asset's index names the run (what the UI's "latest run" reads)."""
+    for name, value in deploy_env(optional=False).items():
+        monkeypatch.setenv(name, value)
+    partitions = dg.StaticPartitionsDefinition([f"p{i}" for i in range(5)])
+    policy = dg.BackfillPolicy.single_run()
+
+    @dg.asset(partitions_def=partitions, backfill_policy=policy)
+    def first(context) -> None:
+        pass
+
+    @dg.asset(partitions_def=partitions, backfill_policy=policy, deps=[first])
+    def second(context) -> None:
+        pass
+
+    job = dg.Definitions(assets=[first, second], jobs=[dg.define_asset_job("both")]).resolve_job_def("both")
+    with dg.DagsterInstance.get() as instance:
+        tags = {"dagster/asset_partition_range_start": "p0", "dagster/asset_partition_range_end": "p4"}
+        result = job.execute_in_process(instance=instance, tags=tags)
+        assert result.success
+        records = {r.asset_entry.asset_key.path[0]: r.asset_entry
+                   for r in instance.get_asset_records([dg.AssetKey("first"), dg.AssetKey("second")])}
+        assert {name: entry.last_run_id for name, entry in records.items()} == {"first": result.run_id,
+                                                                                "second": result.run_id}
+        for key in (dg.AssetKey("first"), dg.AssetKey("second")):
+            assert instance.get_materialized_partitions(key) == set(partitions.get_partition_keys())
+    planned = instance_query(instance_database, "SELECT asset_key, partition FROM event_logs "
+                                                "WHERE dagster_event_type = 'ASSET_MATERIALIZATION_PLANNED'")
+    assert sorted(planned) == sorted((f'["{a}"]', f"p{i}") for a in ("first", "second") for i in range(5))

@@ -25,11 +25,16 @@ used, as a fresh connection would have been. Disposing the Dagster instance clos
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from itertools import groupby
 from typing import TYPE_CHECKING, Any
 
 from dagster._config.config_schema import UserConfigSchema
+from dagster._core.events import DagsterEventType
+from dagster._core.events.log import EventLogEntry
 from dagster._core.storage.base_storage import DagsterStorage
 from dagster._core.storage.config import pg_config
+from dagster._core.storage.event_log.schema import SqlEventLogStorageTable
 from dagster._serdes import ConfigurableClassData
 from dagster_postgres import DagsterPostgresStorage, PostgresEventLogStorage, PostgresRunStorage
 from dagster_postgres.schedule_storage import PostgresScheduleStorage
@@ -86,7 +91,8 @@ class PooledPostgresRunStorage(PostgresRunStorage):
 
 
 class PooledPostgresEventLogStorage(PostgresEventLogStorage):
-    """dagster-postgres' event-log storage on a kept connection (see the module docstring)."""
+    """dagster-postgres' event-log storage on a kept connection (see the module docstring), which
+    also writes a batch of "materialization planned" events in one statement."""
 
     def __init__(self, postgres_url: str, should_autocreate_tables: bool = True,
                  inst_data: ConfigurableClassData | None = None,
@@ -101,6 +107,34 @@ class PooledPostgresEventLogStorage(PostgresEventLogStorage):
     def dispose(self) -> None:
         super().dispose()
         self._engine.dispose()
+
+    def store_event_batch(self, events: Sequence[EventLogEntry]) -> None:
+        """As dagster-postgres, except that consecutive "materialization planned" events go in one
+        INSERT. With ``DAGSTER_EVENT_BATCH_SIZE`` set, Dagster hands a new run's planned events
+        (one per partition) to this method as one batch, but dagster-postgres batches only
+        materializations and observations and writes each planned event on its own: three
+        commits per partition, the largest cost left per partition in a single-run backfill."""
+        planned = DagsterEventType.ASSET_MATERIALIZATION_PLANNED
+        for is_planned, run in groupby(events, key=lambda e: e.get_dagster_event().event_type == planned):
+            run = list(run)
+            if is_planned and len(run) > 1:
+                self._store_planned_batch(run)
+            else:
+                super().store_event_batch(run)
+
+    def _store_planned_batch(self, events: list[EventLogEntry]) -> None:
+        # the statements dagster-postgres uses for a batch of materializations: the event rows in
+        # one INSERT (same columns, partition included, as one by one), then the asset index
+        statement = self.prepare_insert_event_batch(events).returning(SqlEventLogStorageTable.c.id)
+        with self._connect() as conn:
+            event_ids = [int(row[0]) for row in conn.execute(statement).fetchall()]
+        # a planned event sets its asset's last run id and event time: storing the last planned
+        # event of each asset leaves the asset index as storing them all in order would
+        last_of_asset = {e.get_dagster_event().asset_key: (e, i) for e, i in zip(events, event_ids)}
+        with self.index_transaction() as conn:
+            self._store_asset_event_tags(conn, events, event_ids)  # (planned events carry none today)
+            for event, event_id in last_of_asset.values():
+                self._store_asset_event(conn, event, event_id)
 
 
 class PooledPostgresStorage(DagsterPostgresStorage):

@@ -80,9 +80,9 @@ def imaging():
         schema.drop(force=True)
 
 
-def instance_query(database: str, query: str) -> list[tuple]:
+def instance_query(database: str, query: str, params: tuple = ()) -> list[tuple]:
     with psycopg.connect(postgres_url().rsplit("/", 1)[0] + f"/{database}") as conn:
-        return conn.execute(query).fetchall()
+        return conn.execute(query, params).fetchall()
 
 
 def backends_on(database: str) -> int:
@@ -204,7 +204,8 @@ def test_pooled_storage_replaces_a_connection_the_server_closed(deploy_home, ins
 
 def test_deploy_batches_the_planned_events_of_several_assets(deploy_home, instance_database, monkeypatch):
     """A run over two assets of five partitions each: ten planned events in one batch, each with
-    its asset and key, and each asset's index names the run (what the UI's "latest run" reads)."""
+    its asset and key; each asset's index names the run (what the UI's "latest run" reads) and
+    its latest materialization, whose stored id is that event's row."""
     for name, value in deploy_env(optional=False).items():
         monkeypatch.setenv(name, value)
     partitions = dg.StaticPartitionsDefinition([f"p{i}" for i in range(5)])
@@ -227,8 +228,25 @@ def test_deploy_batches_the_planned_events_of_several_assets(deploy_home, instan
                    for r in instance.get_asset_records([dg.AssetKey("first"), dg.AssetKey("second")])}
         assert {name: entry.last_run_id for name, entry in records.items()} == {"first": result.run_id,
                                                                                 "second": result.run_id}
+        latest = {}
         for key in (dg.AssetKey("first"), dg.AssetKey("second")):
             assert instance.get_materialized_partitions(key) == set(partitions.get_partition_keys())
+            record = records[key.path[0]].last_materialization_record
+            latest[record.storage_id] = record.event_log_entry.dagster_event.partition
+    for storage_id, partition in latest.items():  # the index points at the row of that very event
+        assert instance_query(instance_database, "SELECT partition, dagster_event_type FROM event_logs WHERE id = %s",
+                              (storage_id,)) == [(partition, "ASSET_MATERIALIZATION")]
     planned = instance_query(instance_database, "SELECT asset_key, partition FROM event_logs "
                                                 "WHERE dagster_event_type = 'ASSET_MATERIALIZATION_PLANNED'")
     assert sorted(planned) == sorted((f'["{a}"]', f"p{i}") for a in ("first", "second") for i in range(5))
+
+
+def test_readme_shows_the_storage_block_deploy_ships():
+    import re
+
+    import yaml
+
+    readme = (DEPLOY.parents[1] / "README.md").read_text()
+    blocks = [b for b in re.findall(r"```yaml\n(.*?)```", readme, flags=re.S) if "PooledPostgresStorage" in b]
+    assert len(blocks) == 1
+    assert yaml.safe_load(blocks[0])["storage"] == yaml.safe_load(DEPLOY.read_text())["storage"]

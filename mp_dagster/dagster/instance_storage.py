@@ -57,6 +57,14 @@ POOL_SIZE = 2
 POOL_MAX_OVERFLOW = 20
 POOL_RECYCLE_SECONDS = 3600
 
+# the event kinds written as one statement per batch (dagster-postgres: materializations and
+# observations; here planned materializations too)
+BATCHED_EVENT_TYPES = frozenset({
+    DagsterEventType.ASSET_MATERIALIZATION,
+    DagsterEventType.ASSET_OBSERVATION,
+    DagsterEventType.ASSET_MATERIALIZATION_PLANNED,
+})
+
 
 def pooled_engine(postgres_url: str, token_provider: PgTokenProvider | None) -> Engine:
     """A SQLAlchemy engine that keeps ``POOL_SIZE`` connections and pings each before use."""
@@ -109,30 +117,36 @@ class PooledPostgresEventLogStorage(PostgresEventLogStorage):
         self._engine.dispose()
 
     def store_event_batch(self, events: Sequence[EventLogEntry]) -> None:
-        """As dagster-postgres, except that consecutive "materialization planned" events go in one
-        INSERT. With ``DAGSTER_EVENT_BATCH_SIZE`` set, Dagster hands a new run's planned events
-        (one per partition) to this method as one batch, but dagster-postgres batches only
-        materializations and observations and writes each planned event on its own: three
-        commits per partition, the largest cost left per partition in a single-run backfill."""
-        planned = DagsterEventType.ASSET_MATERIALIZATION_PLANNED
-        for is_planned, run in groupby(events, key=lambda e: e.get_dagster_event().event_type == planned):
+        """As dagster-postgres, with two differences that change no stored row:
+
+        * Consecutive "materialization planned" events go in one INSERT. With
+          ``DAGSTER_EVENT_BATCH_SIZE`` set, Dagster hands a new run's planned events (one per
+          partition) to this method as one batch, but dagster-postgres batches only
+          materializations and observations and writes each planned event on its own: three
+          commits per partition, the largest cost left per partition in a single-run backfill.
+        * Batches are sent as one statement with the rows as parameters rather than one
+          statement holding every row's values, which SQLAlchemy compiles anew for each batch
+          (80 ms for 1,000 rows against 30 ms, measured).
+        """
+        for event_type, run in groupby(events, key=lambda e: e.get_dagster_event().event_type):
             run = list(run)
-            if is_planned and len(run) > 1:
-                self._store_planned_batch(run)
-            else:
+            if event_type in BATCHED_EVENT_TYPES and len(run) > 1:
+                self._store_asset_event_batch(run)
+            else:  # one event, or a kind dagster-postgres stores its own way (e.g. drops)
                 super().store_event_batch(run)
 
-    def _store_planned_batch(self, events: list[EventLogEntry]) -> None:
-        # the statements dagster-postgres uses for a batch of materializations: the event rows in
-        # one INSERT (same columns, partition included, as one by one), then the asset index
-        statement = self.prepare_insert_event_batch(events).returning(SqlEventLogStorageTable.c.id)
+    def _store_asset_event_batch(self, events: list[EventLogEntry]) -> None:
+        # the rows dagster-postgres writes one by one (partition included), in one statement;
+        # ids come back in the order of the events
+        statement = SqlEventLogStorageTable.insert().returning(SqlEventLogStorageTable.c.id,
+                                                               sort_by_parameter_order=True)
         with self._connect() as conn:
-            event_ids = [int(row[0]) for row in conn.execute(statement).fetchall()]
-        # a planned event sets its asset's last run id and event time: storing the last planned
-        # event of each asset leaves the asset index as storing them all in order would
+            event_ids = [int(row[0]) for row in conn.execute(statement, [self._event_to_row(e) for e in events])]
+        # each event of an asset overwrites its index entry (last run, last event): storing the
+        # last event of each asset leaves the index as storing them all in order would
         last_of_asset = {e.get_dagster_event().asset_key: (e, i) for e, i in zip(events, event_ids)}
         with self.index_transaction() as conn:
-            self._store_asset_event_tags(conn, events, event_ids)  # (planned events carry none today)
+            self._store_asset_event_tags(conn, events, event_ids)
             for event, event_id in last_of_asset.values():
                 self._store_asset_event(conn, event, event_id)
 

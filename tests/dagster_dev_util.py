@@ -18,12 +18,16 @@ import time
 import urllib.error
 import urllib.request
 import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
+from urllib.parse import urlparse
 
 import dagster as dg
 import psycopg
 
 REPO = Path(__file__).resolve().parents[1]
+DEPLOY = REPO / "deploy"
 READY_TIMEOUT = 60.0
 STOP_TIMEOUT = 30.0
 
@@ -176,3 +180,28 @@ def drop_schemas(url: str, prefix: str) -> None:
     with psycopg.connect(url, connect_timeout=5, autocommit=True) as conn:
         for name in ("imaging", "ephys"):
             conn.execute(f"DROP SCHEMA IF EXISTS {prefix}{name} CASCADE")
+
+
+@contextmanager
+def deploy_instance(home: Path, env: dict[str, str], url: str) -> Iterator[dict[str, str]]:
+    """Turn ``home`` into the production Dagster instance of deploy/: its dagster.yaml (pooled
+    dagster-postgres storage, queued runs) on a database of its own on ``url``'s server, and
+    deploy/dagster.env's settings exported in ``env``. Yields the ``DAGSTER_PG_*`` variables
+    (to open the instance from this process too); drops the database afterwards."""
+    database = f"mp_dagster_instance_{uuid.uuid4().hex[:8]}"
+    with psycopg.connect(url, autocommit=True) as conn:
+        conn.execute(psycopg.sql.SQL("CREATE DATABASE {}").format(psycopg.sql.Identifier(database)))
+    try:
+        (home / "dagster.yaml").write_text((DEPLOY / "dagster.yaml").read_text())
+        env.update(line.split("=", 1) for line in (DEPLOY / "dagster.env").read_text().splitlines()
+                   if line and not line.startswith("#"))  # exported, as the README's first option
+        parsed = urlparse(url)
+        pg = {"DAGSTER_PG_USERNAME": parsed.username or "postgres", "DAGSTER_PG_PASSWORD": parsed.password or "",
+              "DAGSTER_PG_HOST": parsed.hostname or "127.0.0.1", "DAGSTER_PG_PORT": str(parsed.port or 5432),
+              "DAGSTER_PG_DB": database}
+        env.update(pg)
+        yield pg
+    finally:
+        with psycopg.connect(url, autocommit=True) as conn:
+            conn.execute(psycopg.sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(
+                psycopg.sql.Identifier(database)))

@@ -12,21 +12,17 @@ helpers are shared with the browser test in ``dagster_dev_util``.
 from __future__ import annotations
 
 import json
-import shutil
 import subprocess
 import time
-import uuid
-from pathlib import Path
-from urllib.parse import urlparse
 
 import dagster as dg
-import psycopg
 import pytest
 from conftest import postgres_url
 from dagster_dev_util import (
     add_demo_data,
     database_state,
     demo_env,
+    deploy_instance,
     drop_schemas,
     free_port,
     log_tail,
@@ -55,40 +51,21 @@ print(json.dumps({
 """
 
 
-DEPLOY = Path(__file__).resolve().parents[1] / "deploy"
-
-
 @pytest.fixture(params=["sqlite-home", "deploy-postgres"])
 def dagster_home(request, tmp_path, monkeypatch):
     """``DAGSTER_HOME`` and its environment: Dagster's default SQLite storage in the home, or
-    deploy/dagster.yaml and deploy/dagster.env (pooled dagster-postgres storage, queued runs) on
-    a database of its own, dropped afterwards."""
-    url = postgres_url()
+    deploy/'s production configuration (pooled dagster-postgres storage, queued runs, event
+    batching) on a database of its own."""
     prefix = unique_prefix()
     home = tmp_path / "dagster_home"
-    env = demo_env(home, url, prefix, sensor_interval=5)
+    env = demo_env(home, postgres_url(), prefix, sensor_interval=5)
     if request.param == "sqlite-home":
         yield home, env, prefix
         return
-    database = f"mp_dagster_instance_{uuid.uuid4().hex[:8]}"
-    with psycopg.connect(url, autocommit=True) as conn:
-        conn.execute(psycopg.sql.SQL("CREATE DATABASE {}").format(psycopg.sql.Identifier(database)))
-    try:
-        shutil.copy(DEPLOY / "dagster.yaml", home / "dagster.yaml")
-        env.update(line.split("=", 1) for line in (DEPLOY / "dagster.env").read_text().splitlines()
-                   if line and not line.startswith("#"))  # exported, as the README's first option
-        parsed = urlparse(url)
-        pg = {"DAGSTER_PG_USERNAME": parsed.username or "postgres", "DAGSTER_PG_PASSWORD": parsed.password or "",
-              "DAGSTER_PG_HOST": parsed.hostname or "127.0.0.1", "DAGSTER_PG_PORT": str(parsed.port or 5432),
-              "DAGSTER_PG_DB": database}
-        env.update(pg)
+    with deploy_instance(home, env, postgres_url()) as pg:
         for name, value in pg.items():  # for this process's view of the instance
             monkeypatch.setenv(name, value)
         yield home, env, prefix
-    finally:
-        with psycopg.connect(url, autocommit=True) as conn:
-            conn.execute(psycopg.sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(
-                psycopg.sql.Identifier(database)))
 
 
 def test_dagster_dev_sensors_populate_master_and_parts(dagster_home, tmp_path, monkeypatch):

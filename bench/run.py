@@ -60,6 +60,10 @@ import psycopg
 import mp_dagster as mp
 from mp_dagster import blob
 
+# deploy/'s settings are read the way the tests read them (one parser for deploy/dagster.env)
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+from dagster_dev_util import deploy_env  # noqa: E402
+
 DEFAULT_URL = os.environ.get("MP_DAGSTER_TEST_DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/test")
 ROI_LEN = 64
 
@@ -432,22 +436,6 @@ def quiet_dagster() -> None:
         if category is not None:
             warnings.filterwarnings("ignore", category=category)
     logging.getLogger("dagster").setLevel(logging.WARNING)
-
-
-DEPLOY = Path(__file__).resolve().parents[1] / "deploy"
-
-
-def deploy_env(optional: bool) -> dict[str, str]:
-    """The settings deploy/dagster.env ships (``optional``: its commented-out ones too)."""
-    out = {}
-    for line in (DEPLOY / "dagster.env").read_text().splitlines():
-        line = line.strip()
-        if optional and line.startswith("# ") and "=" in line and line[2:].split("=")[0].isupper():
-            line = line[2:]
-        if line and not line.startswith("#"):
-            name, value = line.split("=", 1)
-            out[name] = value
-    return out
 
 
 # Dagster instance configurations, compared in one run: the storage class and the environment

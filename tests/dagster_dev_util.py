@@ -1,4 +1,5 @@
-"""Helpers for the end-to-end tests that run ``dagster dev`` on the demo project.
+"""Helpers for the end-to-end tests that run ``dagster dev`` on the demo project, and for
+Dagster instances configured as deploy/ ships them (also used by bench/).
 
 The demo tables live on the test PostgreSQL under unique schema names
 (``MP_DAGSTER_DEMO_PREFIX``); Dagster's own storage is a temporary ``DAGSTER_HOME``. Demo
@@ -182,6 +183,19 @@ def drop_schemas(url: str, prefix: str) -> None:
             conn.execute(f"DROP SCHEMA IF EXISTS {prefix}{name} CASCADE")
 
 
+def deploy_env(optional: bool = False) -> dict[str, str]:
+    """The settings deploy/dagster.env ships (``optional``: its commented-out ones too)."""
+    out = {}
+    for line in (DEPLOY / "dagster.env").read_text().splitlines():
+        line = line.strip()
+        if optional and line.startswith("# ") and "=" in line and line[2:].split("=")[0].isupper():
+            line = line[2:]
+        if line and not line.startswith("#"):
+            name, value = line.split("=", 1)
+            out[name] = value
+    return out
+
+
 @contextmanager
 def deploy_instance(home: Path, env: dict[str, str], url: str) -> Iterator[dict[str, str]]:
     """Turn ``home`` into the production Dagster instance of deploy/: its dagster.yaml (pooled
@@ -193,8 +207,7 @@ def deploy_instance(home: Path, env: dict[str, str], url: str) -> Iterator[dict[
         conn.execute(psycopg.sql.SQL("CREATE DATABASE {}").format(psycopg.sql.Identifier(database)))
     try:
         (home / "dagster.yaml").write_text((DEPLOY / "dagster.yaml").read_text())
-        env.update(line.split("=", 1) for line in (DEPLOY / "dagster.env").read_text().splitlines()
-                   if line and not line.startswith("#"))  # exported, as the README's first option
+        env.update(deploy_env())  # exported, as the README's first option
         parsed = urlparse(url)
         pg = {"DAGSTER_PG_USERNAME": parsed.username or "postgres", "DAGSTER_PG_PASSWORD": parsed.password or "",
               "DAGSTER_PG_HOST": parsed.hostname or "127.0.0.1", "DAGSTER_PG_PORT": str(parsed.port or 5432),

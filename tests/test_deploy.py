@@ -18,6 +18,7 @@ import psycopg
 import pytest
 import sqlalchemy
 from conftest import postgres_url, unique_schema_name
+from dagster_dev_util import deploy_env
 from pipelines import declare_imaging
 
 import mp_dagster as mp
@@ -25,20 +26,6 @@ from mp_dagster.dagster import build_definitions
 from mp_dagster.dagster.instance_storage import POOL_SIZE
 
 DEPLOY = Path(__file__).resolve().parents[1] / "deploy" / "dagster.yaml"
-DEPLOY_ENV = DEPLOY.with_name("dagster.env")
-
-
-def deploy_env(optional: bool) -> dict[str, str]:
-    """The settings of deploy/dagster.env (``optional``: its commented-out ones too)."""
-    out = {}
-    for line in DEPLOY_ENV.read_text().splitlines():
-        line = line.strip()
-        if optional and line.startswith("# ") and "=" in line and line[2:].split("=")[0].isupper():
-            line = line[2:]
-        if line and not line.startswith("#"):
-            name, value = line.split("=", 1)
-            out[name] = value
-    return out
 
 
 @pytest.fixture

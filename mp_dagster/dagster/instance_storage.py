@@ -79,42 +79,35 @@ def pooled_engine(postgres_url: str, token_provider: PgTokenProvider | None) -> 
     )
 
 
-class PooledPostgresRunStorage(PostgresRunStorage):
-    """dagster-postgres' run storage on a kept connection (see the module docstring)."""
+class KeptConnections:
+    """Mixin for a dagster-postgres storage class: its engine keeps connections (see the module
+    docstring) until the storage is disposed or the webserver installs its own pool."""
+
+    _engine: Engine
 
     def __init__(self, postgres_url: str, should_autocreate_tables: bool = True,
                  inst_data: ConfigurableClassData | None = None,
                  token_provider: PgTokenProvider | None = None) -> None:
-        super().__init__(postgres_url, should_autocreate_tables, inst_data, token_provider)
+        super().__init__(postgres_url, should_autocreate_tables, inst_data, token_provider)  # type: ignore[call-arg]
         # the parent's engine is a NullPool: replacing it leaves no connection behind
         self._engine = pooled_engine(postgres_url, token_provider)
 
     def optimize_for_webserver(self, statement_timeout: int, pool_recycle: int, max_overflow: int) -> None:
         self._engine.dispose()  # the webserver brings its own pool
-        super().optimize_for_webserver(statement_timeout, pool_recycle, max_overflow)
+        super().optimize_for_webserver(statement_timeout, pool_recycle, max_overflow)  # type: ignore[misc]
 
     def dispose(self) -> None:
-        super().dispose()
+        super().dispose()  # type: ignore[misc]
         self._engine.dispose()
 
 
-class PooledPostgresEventLogStorage(PostgresEventLogStorage):
-    """dagster-postgres' event-log storage on a kept connection (see the module docstring), which
-    also writes a batch of "materialization planned" events in one statement."""
+class PooledPostgresRunStorage(KeptConnections, PostgresRunStorage):
+    """dagster-postgres' run storage on kept connections."""
 
-    def __init__(self, postgres_url: str, should_autocreate_tables: bool = True,
-                 inst_data: ConfigurableClassData | None = None,
-                 token_provider: PgTokenProvider | None = None) -> None:
-        super().__init__(postgres_url, should_autocreate_tables, inst_data, token_provider)
-        self._engine = pooled_engine(postgres_url, token_provider)
 
-    def optimize_for_webserver(self, statement_timeout: int, pool_recycle: int, max_overflow: int) -> None:
-        self._engine.dispose()
-        super().optimize_for_webserver(statement_timeout, pool_recycle, max_overflow)
-
-    def dispose(self) -> None:
-        super().dispose()
-        self._engine.dispose()
+class PooledPostgresEventLogStorage(KeptConnections, PostgresEventLogStorage):
+    """dagster-postgres' event-log storage on kept connections, which also writes a batch of
+    "materialization planned" events in one statement."""
 
     def store_event_batch(self, events: Sequence[EventLogEntry]) -> None:
         """As dagster-postgres, with two differences that change no stored row:

@@ -1,4 +1,4 @@
-"""Dagster instance storage on PostgreSQL that keeps its connections between event writes.
+"""Dagster instance storage on PostgreSQL that keeps its connections and batches a run's events.
 
 dagster-postgres opens a new database connection for every statement its run and event-log
 storages send, except inside dagster-webserver (SQLAlchemy's ``NullPool``; the webserver
@@ -6,7 +6,10 @@ switches to a pool itself). A run worker that backfills 1,000 partitions writes 
 events, each on two fresh connections; on the benchmark's machine that is most of Dagster's cost
 per partition (bench/README.md has the profile). ``PooledPostgresStorage`` is dagster-postgres'
 storage with a pool of kept connections for runs and for event logs, in every process:
-the daemon, run workers and step processes, as well as the webserver.
+the daemon, run workers and step processes, as well as the webserver. Its event-log storage
+also writes the batches Dagster hands it (``DAGSTER_EVENT_BATCH_SIZE``) as one statement each,
+a new run's "materialization planned" events included (see ``store_event_batch``). The tables,
+rows and Dagster's view of them are those of dagster-postgres.
 
 Configure it in ``dagster.yaml`` with the same fields as ``storage: postgres``
 (deploy/dagster.yaml does)::

@@ -32,11 +32,9 @@ from collections.abc import Sequence
 from itertools import groupby
 from typing import TYPE_CHECKING, Any
 
-from dagster._config.config_schema import UserConfigSchema
 from dagster._core.events import DagsterEventType
 from dagster._core.events.log import EventLogEntry
 from dagster._core.storage.base_storage import DagsterStorage
-from dagster._core.storage.config import pg_config
 from dagster._core.storage.event_log.schema import SqlEventLogStorageTable
 from dagster._serdes import ConfigurableClassData
 from dagster_postgres import DagsterPostgresStorage, PostgresEventLogStorage, PostgresRunStorage
@@ -128,8 +126,8 @@ class PooledPostgresEventLogStorage(KeptConnections, PostgresEventLogStorage):
             run = list(run)
             if event_type in BATCHED_EVENT_TYPES and len(run) > 1:
                 self._store_asset_event_batch(run)
-            else:  # one event, or a kind dagster-postgres stores its own way (e.g. drops)
-                super().store_event_batch(run)
+            else:  # one event, or a kind dagster-postgres stores its own way (it drops
+                super().store_event_batch(run)  # failed-to-materialize events from batches)
 
     def _store_asset_event_batch(self, events: list[EventLogEntry]) -> None:
         # the rows dagster-postgres writes one by one (partition included), in one statement;
@@ -168,11 +166,7 @@ class PooledPostgresStorage(DagsterPostgresStorage):
                                                          token_provider=token_provider)
         DagsterStorage.__init__(self)
 
-    @classmethod
-    def config_type(cls) -> UserConfigSchema:
-        return pg_config()
-
-    @classmethod
+    @classmethod  # config_type: the parent's, the fields of `storage: postgres`
     def from_config_value(cls, inst_data: ConfigurableClassData | None,
                           config_value: Any) -> PooledPostgresStorage:
         return cls(

@@ -229,31 +229,29 @@ class Heading:
     def project(self, names: list[str]) -> Heading:
         return Heading({n: self.attributes[n] for n in names})
 
-    def sql_converters(self, table: str) -> list[Callable[[Any], Any]]:
-        """Per attribute, in order, ``to_sql_value(table, attr, .)`` specialised (see
-        :func:`fast_converter`); built once per heading and table name."""
+    def _per_table(self, slot: str, table: str, build: Callable[[tuple[Attribute, ...]], list]) -> list:
+        """``build(attributes)``, kept in ``slot`` until the table name or the heading's
+        attributes (compared by identity) change."""
         attrs = tuple(self.attributes.values())
-        cached = self.__dict__.get("_sql_converters")
+        cached = self.__dict__.get(slot)
         if cached is not None and cached[0] == table and len(cached[1]) == len(attrs) and all(
             a is b for a, b in zip(cached[1], attrs)
         ):
             return cached[2]
-        converters = [fast_converter(table, a) for a in attrs]
-        self.__dict__["_sql_converters"] = (table, attrs, converters)
-        return converters
+        built = build(attrs)
+        self.__dict__[slot] = (table, attrs, built)
+        return built
+
+    def sql_converters(self, table: str) -> list[Callable[[Any], Any]]:
+        """Per attribute, in order, ``to_sql_value(table, attr, .)`` specialised (see
+        :func:`fast_converter`); built once per heading and table name."""
+        return self._per_table("_sql_converters", table, lambda attrs: [fast_converter(table, a) for a in attrs])
 
     def column_converters(self, table: str) -> list[Callable[[Sequence[Any]], list[Any]]]:
         """Per attribute, a function converting a whole column of values (see
         :func:`column_converter`); built once per heading and table name."""
-        attrs = tuple(self.attributes.values())
-        cached = self.__dict__.get("_column_converters")
-        if cached is not None and cached[0] == table and len(cached[1]) == len(attrs) and all(
-            a is b for a, b in zip(cached[1], attrs)
-        ):
-            return cached[2]
-        converters = [column_converter(table, a, c) for a, c in zip(attrs, self.sql_converters(table))]
-        self.__dict__["_column_converters"] = (table, attrs, converters)
-        return converters
+        return self._per_table("_column_converters", table, lambda attrs: [
+            column_converter(table, a, c) for a, c in zip(attrs, self.sql_converters(table))])
 
     def sql_loaders(self, names: list[str]) -> list[Callable[[Any], Any] | None]:
         """Per named attribute, ``from_sql_value(attr, .)`` specialised, or None where the

@@ -67,6 +67,16 @@ def imaging():
         schema.drop(force=True)
 
 
+def use_stock_storage(home: Path) -> None:
+    """Rewrite ``home``'s dagster.yaml: the same postgres_db block under dagster-postgres' own
+    storage (`storage: postgres`), the README's fallback."""
+    import yaml
+
+    config = yaml.safe_load((home / "dagster.yaml").read_text())
+    config["storage"] = {"postgres": config["storage"]["custom"]["config"]}
+    (home / "dagster.yaml").write_text(json.dumps(config))
+
+
 def instance_query(database: str, query: str, params: tuple = ()) -> list[tuple]:
     with psycopg.connect(postgres_url().rsplit("/", 1)[0] + f"/{database}") as conn:
         return conn.execute(query, params).fetchall()
@@ -139,12 +149,8 @@ def test_deploy_marks_the_partitions_of_a_failed_run_failed(deploy_home, imaging
 def test_pooled_storage_keeps_its_connections(deploy_home, instance_database, imaging, storage):
     """A 10-partition run on the stock storage connects to the server for every event write; on
     deploy/dagster.yaml's it reuses the connections it keeps, and closes them with the instance."""
-    if storage == "postgres":  # the same postgres_db block under dagster-postgres' own storage
-        import yaml
-
-        config = yaml.safe_load((deploy_home / "dagster.yaml").read_text())
-        config["storage"] = {"postgres": config["storage"]["custom"]["config"]}
-        (deploy_home / "dagster.yaml").write_text(json.dumps(config))
+    if storage == "postgres":
+        use_stock_storage(deploy_home)
     schema, _, Segmentation, defs = imaging
     connects = []
     listener = lambda *_: connects.append(1)  # noqa: E731
@@ -168,6 +174,23 @@ def test_pooled_storage_keeps_its_connections(deploy_home, instance_database, im
         while backends_on(instance_database) and time.monotonic() < deadline:
             time.sleep(0.05)
         assert backends_on(instance_database) == 0  # disposing the instance closed the pool
+
+
+def test_stock_storage_reads_what_the_pooled_storage_wrote(deploy_home, imaging, monkeypatch):
+    """The README's fallback: a webserver on `storage: postgres` with the same block sees the
+    runs and materializations that deploy/'s storage wrote (batched events included)."""
+    for name, value in deploy_env(optional=False).items():
+        monkeypatch.setenv(name, value)
+    schema, _, _, defs = imaging
+    with dg.DagsterInstance.get() as instance:
+        instance.add_dynamic_partitions(f"{schema.name}__image", [str(i) for i in range(10)])
+        run_range(defs, schema, instance, 0, 9)
+    use_stock_storage(deploy_home)
+    with dg.DagsterInstance.get() as stock:
+        assert type(stock.event_log_storage).__name__ == "PostgresEventLogStorage"
+        assert len(stock.get_runs()) == 1
+        key = dg.AssetKey([schema.name, "segmentation"])
+        assert stock.get_materialized_partitions(key) == set(map(str, range(10)))
 
 
 def test_pooled_storage_replaces_a_connection_the_server_closed(deploy_home, instance_database, imaging):

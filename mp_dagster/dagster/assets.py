@@ -94,12 +94,24 @@ def build_source_asset(binding: TableBinding, translator: MasterPartTranslator, 
     ).with_io_manager_key(io_manager_key)
 
 
+def backfill_policy(max_partitions_per_run: int | None) -> dg.BackfillPolicy:
+    """A backfill as ONE run (``None``), or as runs of at most ``max_partitions_per_run`` keys
+    that the run queue, run launchers and executors spread over workers."""
+    if max_partitions_per_run is None:
+        return dg.BackfillPolicy.single_run()
+    if max_partitions_per_run < 1:
+        raise ValueError(f"max_partitions_per_run must be at least 1, not {max_partitions_per_run}")
+    return dg.BackfillPolicy.multi_run(max_partitions_per_run)
+
+
 def build_master_asset(
-    binding: TableBinding, translator: MasterPartTranslator, io_manager_key: str
+    binding: TableBinding, translator: MasterPartTranslator, io_manager_key: str,
+    max_partitions_per_run: int | None = None,
 ) -> dg.AssetsDefinition:
     """An auto-populated master: materializing partition ``k`` runs ``make(decode(k))``.
 
-    A run over many partitions (``BackfillPolicy.single_run()``) computes each key in turn and
+    A run over many partitions (a backfill: one run, or runs of at most ``max_partitions_per_run``
+    keys, unless the translator picks the policy) computes each key in turn and
     the IO manager commits each key in its own transaction: a run of up to
     ``DETAILED_RUN_KEYS`` keys when it handles the output, a longer one (a backfill) as soon as
     each key is computed, so that the run holds one entry in memory at a time. Keys already in
@@ -114,7 +126,7 @@ def build_master_asset(
         deps=translator.get_deps(table),
         partitions_def=scheme.partitions_def,
         io_manager_key=io_manager_key,
-        backfill_policy=dg.BackfillPolicy.single_run(),
+        backfill_policy=translator.get_backfill_policy(table) or backfill_policy(max_partitions_per_run),
         group_name=translator.get_group_name(table),
         description=translator.get_description(table),
         metadata=metadata,

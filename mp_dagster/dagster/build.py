@@ -46,6 +46,8 @@ def build_definitions(
     schedules: Mapping[type[Table], str] | None = None,
     checks: bool = True,
     stale_pending_seconds: float = 3600.0,
+    max_partitions_per_run: int | None = None,
+    executor: dg.ExecutorDefinition | None = None,
 ) -> dg.Definitions:
     """Dagster definitions for every master table of ``schemas``.
 
@@ -59,6 +61,11 @@ def build_definitions(
     Sensors and schedules request one run per key (``keys_per_run=1``, Dagster's usual way), or
     one run per range of up to ``keys_per_run`` neighbouring keys: each run is a process of its
     own, so when rows arrive by the thousand, ``keys_per_run=100`` makes 100x fewer runs.
+
+    Backfills launched from the UI are one run (``max_partitions_per_run=None``) or runs of at
+    most ``max_partitions_per_run`` keys, which the run queue (``max_concurrent_runs``), run
+    launchers and ``executor`` (e.g. dagster-celery's ``celery_executor``) spread over workers;
+    the translator's ``get_backfill_policy`` may choose per table.
     """
     if not schemas:
         raise ValueError("build_definitions needs at least one Schema")
@@ -81,7 +88,7 @@ def build_definitions(
         if table.tier not in AUTO_TIERS:
             assets.append(build_source_asset(binding, translator, io_manager_key))
             continue
-        assets.append(build_master_asset(binding, translator, io_manager_key))
+        assets.append(build_master_asset(binding, translator, io_manager_key, max_partitions_per_run))
         # sensor- and schedule-launched runs materialize the asset only; checks run on demand
         job = dg.define_asset_job(binding.job_name, selection=dg.AssetSelection.assets(key).without_checks())
         jobs.append(job)
@@ -103,4 +110,5 @@ def build_definitions(
         sensors=sensor_defs,
         schedules=schedule_defs,
         resources={io_manager_key: dg.IOManagerDefinition.hardcoded_io_manager(MasterPartIOManager(bindings))},
+        executor=executor,
     )

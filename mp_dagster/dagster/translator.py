@@ -86,6 +86,11 @@ class MasterPartTranslator:
         the declarative alternative (see the README)."""
         return None
 
+    def get_backfill_policy(self, table: type[Table]) -> dg.BackfillPolicy | None:
+        """None: ``build_definitions`` decides (``max_partitions_per_run``). Return a policy to
+        choose per table, e.g. ``dg.BackfillPolicy.multi_run(10)`` for an expensive ``make``."""
+        return None
+
     def get_tags(self, table: type[Table]) -> dict[str, str]:
         return {"mp_dagster/tier": table.tier}
 

@@ -8,9 +8,10 @@ parents before children, and skips the key if another writer landed it first.
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import os
 import time
-from collections.abc import Iterator
 from contextvars import ContextVar
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -186,71 +187,53 @@ class AutoPopulate:
     def populate(
         self,
         *restrictions: Any,
-        max_calls: int | None = None,
         suppress_errors: bool = False,
+        reserve_jobs: bool = True,
+        order: str = "original",
+        max_calls: int | None = None,
         display_progress: bool = False,
+        processes: int = 1,
     ) -> dict[str, Any]:
         """Run ``make`` for every pending key; each entry is written in its own transaction.
 
+        Each key is reserved first (``reserve_jobs``, see :mod:`mp_dagster.reservation`): keys
+        another worker is computing are skipped, so concurrent ``populate()`` calls, in any
+        processes or machines, never compute a key twice. ``order``: ``"original"`` (key
+        order), ``"reverse"`` or ``"random"``. ``max_calls``: at most this many ``make`` calls
+        in all. ``processes`` > 1 computes in a pool of that many worker processes (at most one
+        per key and per core), each with its own connection.
+
         Returns ``{"success_count": n, "error_list": [(key, exception), ...]}``; errors are
-        raised at once unless ``suppress_errors``.
+        raised at once (the pool stopped) unless ``suppress_errors``.
         """
+        from .workers import ordered, run_keys  # workers builds on this module
+
         cls = type(self)
-        keys = self.pending_keys(*restrictions)
+        keys = ordered(self.pending_keys(*restrictions), order)
         if max_calls is not None:
             keys = keys[:max_calls]
+        processes = max(1, min(processes, os.cpu_count() or 1)) if processes > 1 else processes
         errors: list[tuple[dict[str, Any], BaseException]] = []
         success = 0
         bar = _progress_bar(len(keys), cls.__qualname__) if display_progress else None
         started = time.monotonic()
-        done_meanwhile = DoneMeanwhile(cls, keys)
-        for key in _iterate(keys, bar):
-            try:
-                if done_meanwhile(key):  # another worker wrote it since we listed the keys
-                    continue
-                if write_entry(compute_entry(cls, key)):
+        with contextlib.closing(run_keys(cls, keys, processes=processes, reserve=reserve_jobs)) as outcomes:
+            for outcome in outcomes:
+                if outcome.status == "written":
                     success += 1
-            except Exception as exc:
-                if not suppress_errors:
-                    raise
-                log.warning("%s.make(%s) failed: %s", cls.full_name, key, exc)
-                errors.append((key, exc))
-            if bar is not None:
-                elapsed = max(time.monotonic() - started, 1e-9)
-                bar.set_postfix(done=success, failed=len(errors), rate=f"{success / elapsed:.1f}/s")
+                elif outcome.status == "failed":
+                    assert outcome.error is not None
+                    if not suppress_errors:
+                        raise outcome.error
+                    log.warning("%s.make(%s) failed: %s", cls.full_name, outcome.key, outcome.error)
+                    errors.append((outcome.key, outcome.error))
+                if bar is not None:
+                    elapsed = max(time.monotonic() - started, 1e-9)
+                    bar.update(1)
+                    bar.set_postfix(done=success, failed=len(errors), rate=f"{success / elapsed:.1f}/s")
         if bar is not None:
             bar.close()
         return {"success_count": success, "error_list": errors}
-
-
-class DoneMeanwhile:
-    """Which listed keys other workers have written since: asked of the database for the next
-    ``batch`` keys at most every ``interval`` seconds (one query), not once per key. It only
-    saves computing a key twice; ``write_entry`` skips a key another writer landed first anyway."""
-
-    def __init__(self, table: type[Table], keys: list[dict[str, Any]], interval: float = 1.0,
-                 batch: int = 500) -> None:
-        self.table, self.keys, self.interval, self.batch = table, keys, interval, batch
-        self.position = 0
-        self.checked_until = 0  # keys before this index were checked at the last refresh
-        self.refreshed = time.monotonic()  # the listing itself is fresh
-        self.done: set[tuple] = set()
-
-    def __call__(self, key: dict[str, Any]) -> bool:
-        index, self.position = self.position, self.position + 1
-        if index >= self.checked_until and time.monotonic() - self.refreshed >= self.interval:
-            upcoming = self.keys[index : index + self.batch]
-            self.done = {tuple(k.values()) for k in (self.table() & upcoming).fetch("KEY")}
-            self.checked_until = index + len(upcoming)
-            self.refreshed = time.monotonic()
-        return tuple(key.values()) in self.done
-
-
-def _iterate(keys: list[dict[str, Any]], bar: Any) -> Iterator[dict[str, Any]]:
-    for key in keys:
-        yield key
-        if bar is not None:
-            bar.update(1)
 
 
 def _progress_bar(total: int, name: str) -> Any:

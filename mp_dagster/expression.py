@@ -374,13 +374,17 @@ class QueryExpression:
         return int(self.backend.execute(query, params)[0][0])
 
     def __bool__(self) -> bool:
+        query, params = self.exists_query()
+        return bool(self.backend.execute(query, params)[0][0])
+
+    def exists_query(self) -> tuple[Any, dict[str, Any]]:
+        """``SELECT EXISTS (...)`` of this expression and its parameters (one boolean row)."""
         attributes = self.heading.primary_key[:1]
 
         def build(ctx: RenderContext) -> sql.Composable:
             return sql.SQL("SELECT EXISTS ({})").format(self._select(ctx, attributes))
 
-        query, params = self._query("exists", attributes, None, None, build)
-        return bool(self.backend.execute(query, params)[0][0])
+        return self._query("exists", attributes, None, None, build)
 
     # -- rendered statements, reused: a table restricted by dicts renders to SQL that depends
     # only on the table and the restricting attribute names, so it is composed and rendered

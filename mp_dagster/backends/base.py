@@ -254,6 +254,18 @@ class Backend(ABC):
     def lock_key(self, full_name: str, key: Sequence[Any]) -> None:
         """Serialize writers of one (table, key) until the end of the current transaction."""
 
+    # -- reservations (mp_dagster/reservation.py): a worker claims a key before computing it --
+    @abstractmethod
+    def try_reserve(self, lock_id: int, written: tuple[Any, Any]) -> tuple[bool, bool]:
+        """Try to take the reservation ``lock_id`` without waiting and without a transaction;
+        then run the ``SELECT EXISTS`` query ``written`` (query, params). Returns (reserved,
+        exists). The reservation is held until :meth:`release` or until this connection (or
+        process) ends, whichever comes first."""
+
+    @abstractmethod
+    def release(self, lock_id: int) -> None:
+        """Give up a reservation taken by :meth:`try_reserve` (nothing if it is already gone)."""
+
     @staticmethod
     def key_hash(full_name: str, key: Sequence[Any]) -> int:
         digest = hashlib.blake2b(repr((full_name, tuple(key))).encode(), digest_size=8).digest()

@@ -14,6 +14,7 @@ from psycopg.adapt import Loader, PyFormat
 from psycopg.pq import Format
 
 from ..errors import ConnectionError as MPConnectionError
+from ..errors import MPError
 from ..heading import Attribute
 from .base import Backend
 
@@ -66,6 +67,8 @@ _TUPLES_OK = psycopg.pq.ExecStatus.TUPLES_OK
 _BEGIN = b"BEGIN"
 _COMMIT = b"COMMIT"
 _LOCK = b"SELECT pg_advisory_xact_lock(%s)"
+_TRY_LOCK = b"SELECT pg_try_advisory_lock(%s)"
+_UNLOCK = b"SELECT pg_advisory_unlock(%s)"
 
 
 def _is_read(query: Any) -> bool:
@@ -433,6 +436,42 @@ class PostgresBackend(Backend):
             pending.append((_LOCK, (lock,)))
             return
         self.execute(_LOCK, (lock,))
+
+    def try_reserve(self, lock_id: int, written: tuple[Any, Any]) -> tuple[bool, bool]:
+        """A session-level advisory lock taken with a try (this connection is in autocommit: no
+        transaction, no row lock), then the EXISTS query in its own snapshot, taken after the
+        lock: a writer that released the key had committed before. One round trip. The server
+        drops the lock when the session ends, so a killed worker leaves no reservation."""
+        if self.in_transaction:
+            raise MPError("a key cannot be reserved inside a transaction")
+        conn = self.conn
+        for attempt in (0, 1):
+            try:
+                self._send(conn, self._take(conn))
+                with conn.pipeline():
+                    lock = conn.execute(_TRY_LOCK, (lock_id,))
+                    exists = conn.execute(written[0], written[1])
+                return bool(lock.fetchone()[0]), bool(exists.fetchone()[0])
+            except psycopg.OperationalError as exc:
+                if not self.is_connection_error(exc):
+                    self.release(lock_id)  # the query failed, not the lock: leave none behind
+                    raise
+                lost = self._lost(exc)  # the session and its reservations are gone
+                if attempt:
+                    raise lost from exc
+                conn = self.conn
+        raise AssertionError("unreachable")
+
+    def release(self, lock_id: int) -> None:
+        conn = getattr(self._local, "conn", None)
+        if conn is None or conn.closed or conn.broken:
+            return  # the session, and the lock with it, is gone
+        try:
+            conn.execute(_UNLOCK, (lock_id,))
+        except psycopg.OperationalError as exc:
+            if not self.is_connection_error(exc):
+                raise
+            self.reset()
 
     def integrity_kind(self, exc: BaseException) -> str | None:
         if isinstance(exc, pg_errors.UniqueViolation):

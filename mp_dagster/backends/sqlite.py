@@ -5,10 +5,14 @@ SQLite's single write lock serializes writers of the same key."""
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import decimal
+import fcntl
+import os
 import re
 import sqlite3
+import threading
 import uuid
 from collections.abc import Sequence
 from pathlib import Path
@@ -64,6 +68,53 @@ def render(query: sql.Composable) -> str:
     return _NAMED.sub(r":\1", text).replace("%s", "?")
 
 
+class KeyLocks:
+    """Exclusive, non-blocking locks by number: ``flock`` on ``<directory>/<number>.lock``, one
+    file per key, removed on unlock. ``flock`` belongs to the open file, so two workers conflict
+    whether they are processes or threads, and a dead process's locks vanish with it. Without a
+    directory (an in-memory database, one process) a set does."""
+
+    def __init__(self, directory: Path | None) -> None:
+        self.directory = directory
+        self.held: dict[int, int | None] = {}  # lock number -> file descriptor
+        self.mutex = threading.Lock()
+
+    def try_lock(self, number: int) -> bool:
+        with self.mutex:
+            if number in self.held:
+                return False
+            if self.directory is None:
+                self.held[number] = None
+                return True
+            self.directory.mkdir(parents=True, exist_ok=True)
+            path = self.directory / f"{number & 0xFFFFFFFFFFFFFFFF:016x}.lock"
+            while True:
+                fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+                try:
+                    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                except BlockingIOError:
+                    os.close(fd)
+                    return False
+                try:  # the holder before us may have removed the file after we opened it
+                    if os.fstat(fd).st_ino == os.stat(path).st_ino:
+                        self.held[number] = fd
+                        return True
+                except FileNotFoundError:
+                    pass
+                os.close(fd)
+
+    def unlock(self, number: int) -> None:
+        with self.mutex:
+            fd = self.held.pop(number, "absent")
+            if fd == "absent" or fd is None:
+                return
+            assert self.directory is not None
+            # remove while still locked, so that nobody locks a file that is about to vanish
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(self.directory / f"{number & 0xFFFFFFFFFFFFFFFF:016x}.lock")
+            os.close(fd)
+
+
 class SQLiteBackend(Backend):
     name = "sqlite"
 
@@ -71,6 +122,7 @@ class SQLiteBackend(Backend):
         super().__init__(url)
         path = url[len("sqlite:///") :] if url.startswith("sqlite:///") else url[len("sqlite://") :]
         self.path = path or ":memory:"
+        self._reservations = KeyLocks(None if self.path == ":memory:" else Path(self.path + ".reservations"))
 
     def _connect(self) -> sqlite3.Connection:
         if self.path != ":memory:":
@@ -163,6 +215,21 @@ class SQLiteBackend(Backend):
 
     def lock_key(self, full_name: str, key: Sequence[Any]) -> None:
         """BEGIN IMMEDIATE already holds the database's write lock."""
+
+    def try_reserve(self, lock_id: int, written: tuple[Any, Any]) -> tuple[bool, bool]:
+        """An exclusive ``flock`` on a lock file per key beside the database: it works across
+        processes, and the operating system drops it when the worker's process ends."""
+        reserved = self._reservations.try_lock(lock_id)
+        try:
+            exists = bool(self.execute(written[0], written[1])[0][0])
+        except BaseException:
+            if reserved:
+                self._reservations.unlock(lock_id)
+            raise
+        return reserved, exists
+
+    def release(self, lock_id: int) -> None:
+        self._reservations.unlock(lock_id)
 
     def integrity_kind(self, exc: BaseException) -> str | None:
         if not isinstance(exc, sqlite3.IntegrityError):

@@ -16,11 +16,11 @@ import pickle
 import random
 import signal
 import traceback
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from .autopopulate import compute_entry, write_entry
+from .autopopulate import Entry, compute_entry, write_entry
 from .errors import MakeError
 from .reservation import Claim, claim, release
 
@@ -49,13 +49,14 @@ class KeyOutcome:
 
 def populate_key(
     master: type[Table], key: dict[str, Any], reserve: bool = True, wait: float = 0.0,
-    keep_rows: bool = False,
+    keep_rows: bool = False, write: Callable[[Entry], bool] = write_entry,
 ) -> KeyOutcome:
     """Reserve ``key`` (waiting up to ``wait`` seconds for another worker's reservation), run
-    ``make`` and write the entry in one transaction. Exceptions of ``make`` and of the write
-    are returned in the outcome; KeyboardInterrupt and the like propagate."""
+    ``make`` and ``write`` the entry in one transaction (``write_entry``, or an IO manager's
+    ``write`` that calls it). Exceptions of ``make`` and of the write are returned in the
+    outcome; KeyboardInterrupt and the like propagate."""
     if not reserve:
-        return _compute_and_write(master, key, keep_rows)
+        return _compute_and_write(master, key, keep_rows, write)
     try:
         outcome = claim(master, key, wait)
     except Exception as exc:  # noqa: BLE001 - e.g. the connection was lost: this key fails
@@ -65,17 +66,19 @@ def populate_key(
     if outcome is Claim.DONE:
         return KeyOutcome(key, "done")
     try:
-        return _compute_and_write(master, key, keep_rows)
+        return _compute_and_write(master, key, keep_rows, write)
     finally:
         release(master, key)
 
 
-def _compute_and_write(master: type[Table], key: dict[str, Any], keep_rows: bool) -> KeyOutcome:
+def _compute_and_write(
+    master: type[Table], key: dict[str, Any], keep_rows: bool, write: Callable[[Entry], bool]
+) -> KeyOutcome:
     stage = "make"
     try:
         entry = compute_entry(master, key)
         stage = "write"
-        written = write_entry(entry)
+        written = write(entry)
     except Exception as exc:  # noqa: BLE001 - reported per key by the caller
         return KeyOutcome(key, "failed", error=exc, stage=stage, traceback=traceback.format_exc())
     return KeyOutcome(key, "written" if written else "done", counts=entry.row_counts(),
@@ -96,7 +99,7 @@ def ordered(keys: list[dict[str, Any]], order: str) -> list[dict[str, Any]]:
 
 def run_keys(
     master: type[Table], keys: list[dict[str, Any]], processes: int = 1, reserve: bool = True,
-    wait: float = 0.0, keep_rows: bool = False,
+    wait: float = 0.0, keep_rows: bool = False, write: Callable[[Entry], bool] = write_entry,
 ) -> Iterator[KeyOutcome]:
     """Outcomes of :func:`populate_key` for ``keys``: in order in this process
     (``processes=1``), or as they complete in a pool of ``processes`` worker processes. Closing
@@ -106,31 +109,30 @@ def run_keys(
     processes = min(processes, len(keys))
     if processes <= 1:
         for key in keys:
-            yield populate_key(master, key, reserve, wait, keep_rows)
+            yield populate_key(master, key, reserve, wait, keep_rows, write)
         return
     # fork: the pool sees the parent's table classes, also those of a notebook or a script
     method = "fork" if "fork" in multiprocessing.get_all_start_methods() else None
     context = multiprocessing.get_context(method)
-    with context.Pool(processes, initializer=_start_worker, initargs=(master, reserve, wait, keep_rows)) as pool:
+    with context.Pool(processes, initializer=_start_worker, initargs=(master, reserve, wait, keep_rows, write)) as pool:
         yield from pool.imap_unordered(_pool_populate_key, keys, chunksize=1)
         pool.close()
         pool.join()
 
 
-_worker_state: tuple[type[Table], bool, float, bool] | None = None
+_worker_state: tuple[Any, ...] | None = None
 
 
-def _start_worker(master: type[Table], reserve: bool, wait: float, keep_rows: bool) -> None:
+def _start_worker(*state: Any) -> None:
     global _worker_state
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's to handle
     # connections are per process (backends/base.py): this one opens its own on first use
-    _worker_state = (master, reserve, wait, keep_rows)
+    _worker_state = state
 
 
 def _pool_populate_key(key: dict[str, Any]) -> KeyOutcome:
     assert _worker_state is not None
-    master, reserve, wait, keep_rows = _worker_state
-    outcome = populate_key(master, key, reserve, wait, keep_rows)
+    outcome = populate_key(_worker_state[0], key, *_worker_state[1:])
     if outcome.error is not None:
         outcome.error = _portable(outcome.error)
     return outcome

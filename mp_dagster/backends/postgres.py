@@ -273,6 +273,7 @@ class PostgresBackend(Backend):
                         append(convert(row))
                     except Exception as exc:  # noqa: BLE001 - raised below, after the last row
                         error = exc
+            self._local.streamed = True  # see try_reserve
             if error is not None:
                 raise error
             return out
@@ -448,9 +449,17 @@ class PostgresBackend(Backend):
         for attempt in (0, 1):
             try:
                 self._send(conn, self._take(conn))
-                with conn.pipeline():
+                if getattr(self._local, "streamed", False):
+                    # psycopg 3.3 / libpq 18: the first row-returning statement of a pipeline
+                    # right after a streamed result comes back in chunks, which psycopg refuses;
+                    # a plain statement in between clears that, so go without the pipeline
+                    self._local.streamed = False
                     lock = conn.execute(_TRY_LOCK, (lock_id,))
                     exists = conn.execute(written[0], written[1])
+                else:
+                    with conn.pipeline():
+                        lock = conn.execute(_TRY_LOCK, (lock_id,))
+                        exists = conn.execute(written[0], written[1])
                 return bool(lock.fetchone()[0]), bool(exists.fetchone()[0])
             except psycopg.OperationalError as exc:
                 if not self.is_connection_error(exc):

@@ -2,15 +2,17 @@
 auto-populated masters as partitioned assets whose materialization runs ``make``."""
 
 
+import contextlib
 import time
 from collections.abc import Callable
 from typing import Any
 
 import dagster as dg
+from pydantic import Field
 
-from ..autopopulate import Entry, compute_entry
 from ..errors import ConnectionError as MPConnectionError
 from ..table import Table
+from ..workers import KeyOutcome, populate_key, run_keys
 from .io_manager import MasterPartIOManager, TableBinding, entry_rows
 from .translator import MasterPartTranslator, column_schema
 
@@ -94,6 +96,19 @@ def build_source_asset(binding: TableBinding, translator: MasterPartTranslator, 
     ).with_io_manager_key(io_manager_key)
 
 
+class PopulateConfig(dg.Config):
+    """Run configuration of a master's materialization (the launchpad's ``config``)."""
+
+    processes: int = Field(
+        default=1, ge=1,
+        description="Worker processes computing this run's keys, each with its own database "
+        "connection: up to the cores of the machine or pod that runs the step.")
+    reserved_wait_seconds: float = Field(
+        default=3600.0, ge=0,
+        description="How long to wait for a key that another worker has reserved (it is then "
+        "written by that worker, or computed here if the other worker failed).")
+
+
 def backfill_policy(max_partitions_per_run: int | None) -> dg.BackfillPolicy:
     """A backfill as ONE run (``None``), or as runs of at most ``max_partitions_per_run`` keys
     that the run queue, run launchers and executors spread over workers."""
@@ -136,10 +151,11 @@ def build_master_asset(
         automation_condition=translator.get_automation_condition(table),
         required_resource_keys={io_manager_key},
     )
-    def _master_asset(context: dg.AssetExecutionContext) -> dict[str, Any]:  # see MasterPartIOManager
+    def _master_asset(context: dg.AssetExecutionContext, config: PopulateConfig) -> dict[str, Any]:
         io_manager: MasterPartIOManager = getattr(context.resources, io_manager_key)
         keys = sorted(context.partition_keys)
         decoded = {pk: scheme.decode(pk) for pk in keys}
+        partition_of = {key_tuple(k): pk for pk, k in decoded.items()}
         # two queries for the whole run, not two per key
         written = matching_keys(table(), list(decoded.values()))
         eligible = matching_keys(table()._key_source(), [k for k in decoded.values() if key_tuple(k) not in written])
@@ -147,52 +163,73 @@ def build_master_asset(
         # every log line as an event: detailed per key for small runs, sampled for backfills
         detailed = len(keys) <= DETAILED_RUN_KEYS
         progress = ProgressLog(context, table.full_name, len(keys), detailed)
-        entries: dict[str, Entry | bool | None] = {}
+        entries: dict[str, bool | None] = {}  # True: written here; False: by another worker; None: before
         written_counts: dict[str, dict[str, int]] = {}  # rows per table of the entries written here
         failures: dict[str, BaseException] = {}
+
+        def add_metadata(partition_key: str, key: dict[str, Any], rows: dict[str, list[dict[str, Any]]]) -> None:
+            counts = {t.full_name: len(rows[t.table_name]) for t in (table, *table.parts)}
+            metadata = entry_metadata(binding, counts)
+            metadata.update(translator.get_materialization_metadata(table, key, rows))
+            context.add_asset_metadata(metadata, partition_key=partition_key)
+
+        def record(outcome: KeyOutcome) -> None:
+            partition_key, key = partition_of[key_tuple(outcome.key)], outcome.key
+            if outcome.status == "failed":
+                if isinstance(outcome.error, MPConnectionError):
+                    raise outcome.error  # the database is gone: the remaining keys would fail alike
+                failures[partition_key] = outcome.error or dg.Failure(f"{key} failed")
+                progress.step(partition_key, f"{outcome.stage} failed: {outcome.error!r}", error=True)
+                return
+            if outcome.status == "busy":
+                failures[partition_key] = dg.Failure(
+                    f"{table.full_name}: key {key} is still reserved by another worker after "
+                    f"{config.reserved_wait_seconds:.0f} s")
+                progress.step(partition_key, "still reserved by another worker", error=True)
+                return
+            entries[partition_key] = outcome.status == "written"
+            if outcome.status == "written":
+                written_counts[partition_key] = outcome.counts or {}
+                progress.step(partition_key, "computed", detail=lambda: outcome.counts)
+            else:
+                progress.step(partition_key, "written meanwhile by another worker")
+            if detailed:
+                add_metadata(partition_key, key, outcome.rows or entry_rows(table, key))
+
+        todo = []
         for partition_key, key in decoded.items():
-            rows: dict[str, list[dict[str, Any]]] | None = None
             if key_tuple(key) in written:
                 entries[partition_key] = None
-                if detailed:
-                    rows = entry_rows(table, key)
                 progress.step(partition_key, "already written, skipped")
+                if detailed:
+                    add_metadata(partition_key, key, entry_rows(table, key))
             elif key_tuple(key) not in eligible:
                 failures[partition_key] = dg.Failure(
                     f"{table.full_name}: key {key} is not in the key source (its upstream rows are missing)"
                 )
                 progress.step(partition_key, "not in the key source", error=True)
-                continue
             else:
-                stage = "make"
-                try:
-                    entry = compute_entry(table, key)
-                    # a backfill writes each entry now; a short run leaves it to handle_output
-                    stage = "write"
-                    entries[partition_key] = entry if detailed else io_manager.write(entry)
-                    if entries[partition_key] is True:
-                        written_counts[partition_key] = entry.row_counts()
-                except Exception as exc:  # noqa: BLE001 - reported per key below
-                    if isinstance(exc, MPConnectionError):
-                        raise  # the database is gone: the remaining keys would fail alike
-                    failures[partition_key] = exc
-                    progress.step(partition_key, f"{stage} failed: {exc!r}", error=True)
-                    continue
-                rows = entry.rows_by_table() if detailed else None
-                progress.step(partition_key, "computed", detail=entry.row_counts)
-            if rows is not None:
-                counts = {t.full_name: len(rows[t.table_name]) for t in (table, *table.parts)}
-                metadata = entry_metadata(binding, counts)
-                metadata.update(translator.get_materialization_metadata(table, key, rows))
-                context.add_asset_metadata(metadata, partition_key=partition_key)
+                todo.append(key)
+        # each key is reserved, computed and written through the IO manager (one transaction)
+        # by this process or a pool of config.processes workers; keys another worker holds are
+        # taken last, once that worker has released them (written by it, or left for us)
+        busy = []
+        with contextlib.closing(run_keys(table, todo, processes=config.processes, keep_rows=detailed,
+                                         write=io_manager.write)) as outcomes:
+            for outcome in outcomes:
+                if outcome.status == "busy":
+                    busy.append(outcome.key)
+                else:
+                    record(outcome)
+        for key in busy:
+            record(populate_key(table, key, wait=config.reserved_wait_seconds, keep_rows=detailed,
+                                write=io_manager.write))
         if not failures:
             return entries
         if len(keys) == 1:
             raise next(iter(failures.values()))
-        # some keys failed: still commit the others, each in its own transaction, then fail the run
-        for partition_key, entry in entries.items():
-            if isinstance(entry, Entry) and io_manager.write(entry):
-                written_counts[partition_key] = entry.row_counts()
+        # some keys failed: the others are written; record them, then fail the run
+        for partition_key in entries:
             # rows of keys written elsewhere are counted in the database (two queries a key)
             counts = written_counts.get(partition_key) or stored_counts(table, decoded[partition_key])
             md = entry_metadata(binding, counts)

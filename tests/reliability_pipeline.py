@@ -33,6 +33,7 @@ def declare(schema: mp.Schema, chunk_kb: int = 64, compute_s: float = 0.0, signa
     """Declare ``Source`` and ``Result`` in ``schema``; returns both classes.
 
     ``compute_s``: seconds ``make`` spends before its first insert (the "compute" phase).
+    ``MP_TEST_CALL_LOG`` (environment): a file to which every ``make`` call appends "key pid".
     ``signal_dir``: ``make`` creates ``<dir>/computing-<key>`` when it starts and
     ``<dir>/computed-<key>`` once every row is collected (before the write).
     """
@@ -62,6 +63,10 @@ def declare(schema: mp.Schema, chunk_kb: int = 64, compute_s: float = 0.0, signa
 
         def make(self, key):
             k = key["key"]
+            call_log = os.environ.get("MP_TEST_CALL_LOG")
+            if call_log:  # every make call, one line each (O_APPEND: whole lines from any process)
+                with open(call_log, "a") as log:
+                    log.write(f"{k} {os.getpid()}\n")
             if signal_dir:
                 open(os.path.join(signal_dir, f"computing-{k}"), "w").close()
             deadline = time.monotonic() + compute_s

@@ -31,6 +31,7 @@ def main() -> None:
     parser.add_argument("--compute", type=float, default=0.0)
     parser.add_argument("--signal-dir", default=None)
     parser.add_argument("--max-calls", type=int, default=None)
+    parser.add_argument("--processes", type=int, default=1, help="populate(processes=N)")
     parser.add_argument("--shuffle", type=int, default=None, help="populate keys one by one in a shuffled order")
     parser.add_argument("--downstream", action="store_true", help="also declare and populate Summary")
     parser.add_argument("--seconds", type=float, default=0.0, help="populate again and again for this long")
@@ -48,7 +49,8 @@ def main() -> None:
         rounds += 1
         for table in tables:
             if args.shuffle is None:
-                result = table.populate(suppress_errors=True, max_calls=args.max_calls)
+                result = table.populate(suppress_errors=True, max_calls=args.max_calls,
+                                        processes=args.processes)
                 success += result["success_count"]
                 errors += result["error_list"]
             else:

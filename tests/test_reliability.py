@@ -572,8 +572,10 @@ def test_terminated_connection_mid_dagster_backfill(pg_url, monitor, tmp_path, r
 # -- 3. concurrency ------------------------------------------------------------------------------
 
 
-def test_four_processes_populate_the_same_200_keys(db_url, request):
+def test_four_processes_populate_the_same_200_keys(db_url, request, tmp_path, monkeypatch):
     n = 200
+    call_log = tmp_path / "calls.log"
+    monkeypatch.setenv("MP_TEST_CALL_LOG", str(call_log))
     schema = mp.Schema(unique_schema_name("relcc"), database_url=db_url)
     try:
         Source, Result = declare(schema, chunk_kb=1)
@@ -585,17 +587,22 @@ def test_four_processes_populate_the_same_200_keys(db_url, request):
         seconds = time.monotonic() - started
         assert [r["errors"] for r in results] == [[]] * 4, results
         assert sum(r["success_count"] for r in results) == n  # each key written exactly once
+        made = Counter(line.split()[0] for line in call_log.read_text().splitlines())
+        assert len(made) == n and set(made.values()) == {1}, made.most_common(3)  # computed once
         found = check_entries(Result, 1)
         assert found["masters"] == n and not found["partial"] and not found["orphans"], found
         report(request, f"concurrency_populate_{schema.backend.name}", {
             "processes": 4, "keys": n, "writes_per_process": [r["success_count"] for r in results],
+            "make_calls": sum(made.values()),
             "rows_checked": found["rows_checked"], "partial_results_found": 0, "seconds": round(seconds, 1)})
     finally:
         drop(schema)
 
 
-def test_four_dagster_runs_with_overlapping_ranges(pg_url, tmp_path, request):
+def test_four_dagster_runs_with_overlapping_ranges(pg_url, tmp_path, request, monkeypatch):
     n = 40
+    call_log = tmp_path / "calls.log"
+    monkeypatch.setenv("MP_TEST_CALL_LOG", str(call_log))
     ranges = [(0, 19), (10, 29), (20, 39), (5, 34)]
     schema = mp.Schema(unique_schema_name("reldg"), database_url=pg_url)
     try:
@@ -615,6 +622,8 @@ def test_four_dagster_runs_with_overlapping_ranges(pg_url, tmp_path, request):
         for (a, b), r in zip(ranges, results):
             assert r["written"] + r["skipped"] == b - a + 1, r
         assert sum(r["written"] for r in results) == n  # every key exactly once
+        made = Counter(line.split()[0] for line in call_log.read_text().splitlines())
+        assert len(made) == n and set(made.values()) == {1}, made.most_common(3)  # computed once
         found = check_entries(Result, 16)
         assert found["masters"] == n and not found["partial"] and not found["orphans"], found
         with dagster_instance(home) as instance:
@@ -624,6 +633,7 @@ def test_four_dagster_runs_with_overlapping_ranges(pg_url, tmp_path, request):
         assert statuses == {"SUCCESS": 4}, statuses  # no run left hanging
         report(request, "concurrency_dagster", {
             "runs": 4, "keys": n, "written_per_run": [r["written"] for r in results],
+            "make_calls": sum(made.values()),
             "rows_checked": found["rows_checked"], "partial_results_found": 0, "seconds": round(seconds, 1)})
     finally:
         drop(schema)

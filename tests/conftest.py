@@ -73,3 +73,14 @@ def make_schema(db_url):
     yield factory
     for s in reversed(made):
         s.drop(force=True)
+
+
+@pytest.fixture
+def instance(tmp_path):
+    """A Dagster instance of its own (SQLite storage in a temporary DAGSTER_HOME)."""
+    import dagster as dg
+
+    home = tmp_path / "dagster_home"
+    home.mkdir()
+    with dg.DagsterInstance.local_temp(str(home), overrides={"telemetry": {"enabled": False}}) as inst:
+        yield inst

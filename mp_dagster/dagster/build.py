@@ -15,7 +15,13 @@ from .checks import build_checks
 from .io_manager import MasterPartIOManager, TableBinding
 from .partitions import build_schemes
 from .schedules import build_pending_schedule
-from .sensors import MAX_PARTITIONS_PER_TICK, build_pending_sensor
+from .sensors import (
+    AUTO,
+    MAX_PARTITIONS_PER_TICK,
+    RetryPolicy,
+    build_pending_sensor,
+    check_keys_per_run,
+)
 from .translator import MasterPartTranslator
 
 AUTO_TIERS = ("imported", "computed")
@@ -42,12 +48,13 @@ def build_definitions(
     sensor_interval_seconds: int = 30,
     sensor_batch_size: int = MAX_PARTITIONS_PER_TICK,
     sensor_default_status: dg.DefaultSensorStatus = dg.DefaultSensorStatus.RUNNING,
-    keys_per_run: int = 1,
+    keys_per_run: int | str = AUTO,
     schedules: Mapping[type[Table], str] | None = None,
     checks: bool = True,
     stale_pending_seconds: float = 3600.0,
     max_partitions_per_run: int | None = None,
     executor: dg.ExecutorDefinition | None = None,
+    retry: RetryPolicy | None = None,
 ) -> dg.Definitions:
     """Dagster definitions for every master table of ``schemas``.
 
@@ -58,9 +65,11 @@ def build_definitions(
       asset checks (``checks=True``) and, if ``schedules`` maps the table to a cron string, a
       schedule requesting its pending keys.
 
-    Sensors and schedules request one run per key (``keys_per_run=1``, Dagster's usual way), or
-    one run per range of up to ``keys_per_run`` neighbouring keys: each run is a process of its
-    own, so when rows arrive by the thousand, ``keys_per_run=100`` makes 100x fewer runs.
+    Sensors and schedules group new keys into runs over ranges of neighbouring keys:
+    ``keys_per_run="auto"`` makes about as many runs as the instance runs at once (each run is a
+    process of its own: 400 new images become a few runs, not 400), an integer fixes the range
+    size (1: one run per key, Dagster's usual way). Keys whose run failed are requested again
+    by the sensor with a backoff, ``retry`` (a ``RetryPolicy``: 3 times, after 60, 120, 240 s).
 
     Backfills launched from the UI are one run (``max_partitions_per_run=None``) or runs of at
     most ``max_partitions_per_run`` keys, which the run queue (``max_concurrent_runs``), run
@@ -70,6 +79,7 @@ def build_definitions(
     if not schemas:
         raise ValueError("build_definitions needs at least one Schema")
     translator = translator or MasterPartTranslator()
+    check_keys_per_run(keys_per_run)
     bindings = table_bindings(list(schemas), translator)
     source_keys = {
         b.scheme.partitions_def.name: key  # type: ignore[union-attr]
@@ -95,7 +105,8 @@ def build_definitions(
         if sensors:
             sensor_defs.append(build_pending_sensor(
                 binding, job, source_keys, minimum_interval_seconds=sensor_interval_seconds,
-                batch_size=sensor_batch_size, default_status=sensor_default_status, keys_per_run=keys_per_run))
+                batch_size=sensor_batch_size, default_status=sensor_default_status, keys_per_run=keys_per_run,
+                retry=retry))
         if table.full_name in scheduled:
             schedule_defs.append(build_pending_schedule(binding, job, scheduled.pop(table.full_name),
                                                         keys_per_run=keys_per_run))

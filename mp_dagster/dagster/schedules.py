@@ -16,7 +16,7 @@ def build_pending_schedule(
     execution_timezone: str = "UTC",
     default_status: dg.DefaultScheduleStatus = dg.DefaultScheduleStatus.STOPPED,
     batch_size: int = MAX_PARTITIONS_PER_TICK,
-    keys_per_run: int = 1,
+    keys_per_run: int | str = "auto",
 ) -> dg.ScheduleDefinition:
     """Every tick, request runs for the keys still pending (also those requested before and not
     yet written: a tick is a retry), grouped as the sensor groups them (``keys_per_run``). Run

@@ -2,18 +2,23 @@
 
 Each tick the sensor asks the database for the table's pending keys (``key_source`` minus the
 table: one query), adds the new ones as dynamic partitions (at most ``batch_size`` per tick, as
-Dagster advises; added through the instance, see below) and requests runs with stable run keys:
-one run per key by default, or, with ``keys_per_run`` > 1, one run per range of up to that many
-keys that are neighbours in the partitions definition (a single-run backfill of the range: every
-run is a process of its own, so 10,000 new images become 100 runs, not 10,000). Its cursor holds
-the keys it requested that are still pending, so a key is never requested twice; keys drop out
-of the cursor once written.
+Dagster advises; added through the instance, see below) and requests runs with stable run keys.
+``keys_per_run`` says how keys are grouped: ``"auto"`` (default) splits the new keys into about
+as many runs as the instance runs at once (the run queue's ``max_concurrent_runs``, else the
+cores), each a single-run backfill over a range of neighbouring partitions (at most
+``AUTO_MAX_KEYS_PER_RUN`` keys), so 400 new images keep every worker busy without 400 process
+start-ups; an integer fixes the range size (1: one run per key). Its cursor holds the keys it
+requested that are still pending, so a key is never requested twice while its run may still
+write it; keys drop out of the cursor once written. Keys whose run failed are requested again
+with a backoff, a few times (``RetryPolicy``).
 """
-
 
 import base64
 import json
+import os
+import time
 import zlib
+from dataclasses import dataclass
 from typing import Any
 
 import dagster as dg
@@ -23,17 +28,51 @@ from .io_manager import TableBinding
 MAX_PARTITIONS_PER_TICK = 25_000
 
 
-def encode_cursor(keys: set[str]) -> str:
-    return base64.b64encode(zlib.compress(json.dumps(sorted(keys)).encode(), 6)).decode()
+def encode_cursor(requested: dict[str, list[float]]) -> str:
+    """``{partition key: [requests so far, when its failure was first seen (0: not failed)]}``."""
+    payload = {"v": 2, "keys": requested}
+    return base64.b64encode(zlib.compress(json.dumps(payload, sort_keys=True).encode(), 6)).decode()
 
 
-def decode_cursor(cursor: str | None) -> set[str]:
+def decode_cursor(cursor: str | None) -> dict[str, list[float]]:
     if not cursor:
-        return set()
+        return {}
     try:
-        return set(json.loads(zlib.decompress(base64.b64decode(cursor))))
+        payload = json.loads(zlib.decompress(base64.b64decode(cursor)))
     except (ValueError, zlib.error):
-        return set()  # an unreadable cursor only means keys may be requested again; run keys dedupe
+        return {}  # an unreadable cursor only means keys may be requested again; run keys dedupe
+    if isinstance(payload, list):  # the first format: the keys requested
+        return {str(k): [1, 0] for k in payload}
+    return {str(k): [float(v[0]), float(v[1])] for k, v in payload.get("keys", {}).items()}
+
+
+AUTO = "auto"
+AUTO_MAX_KEYS_PER_RUN = 100
+
+
+def run_workers(instance: dg.DagsterInstance) -> int:
+    """How many runs the instance executes at once: the run queue's ``max_concurrent_runs``, or
+    the cores of this machine when the queue sets no limit."""
+    try:
+        queue = instance.get_concurrency_config().run_queue_config
+    except Exception:  # noqa: BLE001 - an instance without a run queue
+        queue = None
+    limit = getattr(queue, "max_concurrent_runs", None)
+    return limit if isinstance(limit, int) and limit > 0 else (os.cpu_count() or 1)
+
+
+def resolve_keys_per_run(keys_per_run: int | str, new_keys: int, instance: dg.DagsterInstance) -> int:
+    """``"auto"``: split the new keys into about as many runs as the instance runs at once (at
+    most ``AUTO_MAX_KEYS_PER_RUN`` keys each), so every worker is busy and no run is giant."""
+    if keys_per_run != AUTO:
+        return int(keys_per_run)
+    workers = run_workers(instance)
+    return max(1, min(AUTO_MAX_KEYS_PER_RUN, -(-new_keys // workers)))
+
+
+def check_keys_per_run(keys_per_run: int | str) -> None:
+    if keys_per_run != AUTO and (not isinstance(keys_per_run, int) or keys_per_run < 1):
+        raise ValueError(f"keys_per_run must be at least 1 or 'auto', not {keys_per_run!r}")
 
 
 def run_key(binding: TableBinding, partition_key: str) -> str:
@@ -55,13 +94,15 @@ def range_run_request(binding: TableBinding, first: str, last: str, suffix: str 
 
 
 def run_requests(
-    binding: TableBinding, instance: dg.DagsterInstance, keys: list[str], keys_per_run: int, suffix: str = ""
+    binding: TableBinding, instance: dg.DagsterInstance, keys: list[str], keys_per_run: int | str,
+    suffix: str = "",
 ) -> list[dg.RunRequest]:
     """Runs for ``keys`` (partitions already added): one per key, or with ``keys_per_run`` > 1
     one per range of at most that many keys that are neighbours in the partitions definition's
     order, so that each range holds exactly the keys asked for. Two-dimension partitions get one
     run per key (their ranges run across the grid)."""
     partitions_def = binding.scheme.partitions_def
+    keys_per_run = resolve_keys_per_run(keys_per_run, len(keys), instance)
     if keys_per_run <= 1 or len(keys) <= 1 or not isinstance(partitions_def, dg.DynamicPartitionsDefinition):
         return [partition_run_request(binding, pk, suffix) for pk in keys]
     position = {k: i for i, k in enumerate(instance.get_dynamic_partitions(partitions_def.name))}
@@ -104,6 +145,41 @@ def pending_partitions(
     return [pk for pk, _ in new], add_requests, pending_set
 
 
+@dataclass(frozen=True)
+class RetryPolicy:
+    """Keys whose run failed are requested again, at most ``max_retries`` times, the n-th time
+    ``backoff_seconds * 2 ** (n - 1)`` after the failure was seen; then they are left failed
+    (the UI shows the failed run, and the sensor's log names them)."""
+
+    max_retries: int = 3
+    backoff_seconds: float = 60.0
+
+
+def keys_to_retry(
+    binding: TableBinding, instance: dg.DagsterInstance, requested: dict[str, list[float]],
+    policy: RetryPolicy, now: float,
+) -> tuple[list[str], list[str]]:
+    """(keys to request again now, keys that failed more often than the policy allows). Updates
+    ``requested`` in place: a retried key counts one more request, its failure time is reset."""
+    if not requested or policy.max_retries <= 0:
+        return [], []
+    statuses = instance.get_status_by_partition(
+        binding.asset_key, list(requested), binding.scheme.partitions_def) or {}
+    retry, given_up = [], []
+    for pk, state in requested.items():
+        if statuses.get(pk) != dg.AssetPartitionStatus.FAILED:
+            continue
+        requests, failed_at = state
+        if not failed_at:
+            state[1] = failed_at = now
+        if requests > policy.max_retries:
+            given_up.append(pk)
+        elif now - failed_at >= policy.backoff_seconds * 2 ** (requests - 1):
+            retry.append(pk)
+            requested[pk] = [requests + 1, 0]
+    return retry, given_up
+
+
 def build_pending_sensor(
     binding: TableBinding,
     job: Any,  # the asset job from dg.define_asset_job
@@ -111,13 +187,14 @@ def build_pending_sensor(
     minimum_interval_seconds: int = 30,
     batch_size: int = MAX_PARTITIONS_PER_TICK,
     default_status: dg.DefaultSensorStatus = dg.DefaultSensorStatus.RUNNING,
-    keys_per_run: int = 1,
+    keys_per_run: int | str = AUTO,
+    retry: RetryPolicy | None = None,
 ) -> dg.SensorDefinition:
     """The sensor of one auto-populated master. ``source_keys`` maps a dynamic definition name
     to the Manual/Lookup asset it belongs to: new keys of those are reported as materialized
     (runless), so the UI shows where the data came in. ``keys_per_run``: see the module."""
-    if keys_per_run < 1:
-        raise ValueError(f"keys_per_run must be at least 1, not {keys_per_run}")
+    check_keys_per_run(keys_per_run)
+    retry = retry or RetryPolicy()
     table = binding.table
     name = f"{table.schema.name}__{table.table_name}_pending"
 
@@ -130,9 +207,16 @@ def build_pending_sensor(
     )
     def _sensor(context: dg.SensorEvaluationContext) -> dg.SensorResult:
         requested = decode_cursor(context.cursor)
-        new, add_requests, pending = pending_partitions(binding, context.instance, requested, batch_size)
-        requested &= pending  # written keys leave the cursor
-        if not new:
+        new, add_requests, pending = pending_partitions(binding, context.instance, set(requested), batch_size)
+        requested = {pk: state for pk, state in requested.items() if pk in pending}  # written keys leave
+        now = time.time()
+        again, given_up = keys_to_retry(binding, context.instance, requested, retry, now)
+        if given_up:
+            context.log.warning(
+                f"{table.full_name}: {len(given_up)} keys failed {retry.max_retries + 1} times and are no "
+                f"longer requested (their failed runs say why; materialize them from the UI to try "
+                f"again): {sorted(given_up)[:20]}")
+        if not new and not again:
             return dg.SensorResult(skip_reason=dg.SkipReason(f"no new pending keys in {table.full_name}"),
                                    cursor=encode_cursor(requested))
         # Partitions are added here, not returned as SensorResult.dynamic_partitions_requests, and
@@ -149,11 +233,13 @@ def build_pending_sensor(
             if req.partitions_def_name in source_keys
             for k in req.partition_keys
         ]
-        context.log.info(f"{table.full_name}: {len(new)} new pending keys")
-        return dg.SensorResult(
-            run_requests=run_requests(binding, context.instance, new, keys_per_run),
-            asset_events=events,
-            cursor=encode_cursor(requested | {str(pk) for pk in new}),
-        )
+        runs = run_requests(binding, context.instance, new, keys_per_run)
+        if again:
+            context.log.info(f"{table.full_name}: requesting {len(again)} failed keys again")
+            runs += run_requests(binding, context.instance, again, keys_per_run, suffix=f":retry@{int(now)}")
+        if new:
+            context.log.info(f"{table.full_name}: {len(new)} new pending keys")
+        requested.update({str(pk): [1, 0] for pk in new})
+        return dg.SensorResult(run_requests=runs, asset_events=events, cursor=encode_cursor(requested))
 
     return _sensor

@@ -8,7 +8,15 @@ import time
 import dagster as dg
 import pytest
 from pipelines import declare_imaging
-from test_dagster import add_images, asset_key, evaluate_sensor, job_for, partition_status, pk_of
+from test_dagster import (
+    add_images,
+    asset_key,
+    evaluate_sensor,
+    job_for,
+    partition_status,
+    pk_of,
+    run_checks,
+)
 
 from mp_dagster.dagster import RetryPolicy, build_definitions
 from mp_dagster.dagster.sensors import decode_cursor
@@ -96,6 +104,11 @@ def test_failed_keys_are_requested_again_with_backoff_then_left_failed(schema, i
         assert tick.run_requests == [] and len(attempts) == 3
         assert partition_status(instance, Segmentation, ["2"], defs) == {"2": dg.AssetPartitionStatus.FAILED}
         assert "2" in decode_cursor(tick.cursor)  # still pending and known: never requested anew
+        # the asset check says which keys are stuck, and why
+        check = run_checks(defs, Segmentation, instance)["no_stale_pending"]
+        assert not check.passed and check.metadata["failed pending keys"].value == 1
+        why = check.metadata["why they failed (sample)"].value
+        assert list(why) == ["2"] and "the segmentation of image 2 diverged" in why["2"], why
         # fixed upstream (here: make), a materialization from the UI writes it
         Segmentation.make = original
         result = job.execute_in_process(instance=instance, partition_key="2")

@@ -98,12 +98,42 @@ def _stale_pending(instance: dg.DagsterInstance, binding: TableBinding, threshol
                 stale.append(pk)
                 oldest = created if oldest is None else min(oldest, created)
     stale = sorted(set(stale))
+    failed = failure_reasons(instance, binding, names)
     metadata: dict[str, Any] = {
         "pending keys": len(pending),
         "stale pending keys": len(stale),
         "sample": dg.MetadataValue.json(stale[:SAMPLE]),
+        "failed pending keys": len(failed),
+        "why they failed (sample)": dg.MetadataValue.json(dict(sorted(failed.items())[:SAMPLE])),
     }
     if oldest is not None:
         metadata["oldest request age (s)"] = round(now - oldest, 1)
-    return dg.AssetCheckResult(check_name="no_stale_pending", passed=not stale,
-                               severity=dg.AssetCheckSeverity.WARN, metadata=metadata)
+    return dg.AssetCheckResult(
+        check_name="no_stale_pending", passed=not stale and not failed, severity=dg.AssetCheckSeverity.WARN,
+        metadata=metadata,
+        description=f"{len(failed)} pending keys failed; the sample says why (the sensor requests a failed "
+        "key again a few times, then leaves it for you)" if failed else None)
+
+
+def failure_reasons(instance: dg.DagsterInstance, binding: TableBinding, keys: list[str]) -> dict[str, str]:
+    """Partition key -> why its latest run failed (run id and error), for the ``keys`` whose
+    latest materialization attempt failed (a sample of ``SAMPLE`` keys gets a reason)."""
+    if not keys:
+        return {}
+    statuses = instance.get_status_by_partition(binding.asset_key, keys, binding.scheme.partitions_def) or {}
+    failed = sorted(k for k, s in statuses.items() if s == dg.AssetPartitionStatus.FAILED)
+    reasons: dict[str, str] = {}
+    for pk in failed:
+        info = instance.get_latest_planned_materialization_info(binding.asset_key, pk) if len(reasons) < SAMPLE else None
+        reasons[pk] = "failed"
+        if info is None:
+            continue
+        errors = [e.dagster_event.step_failure_data.error for e in instance.all_logs(
+            info.run_id, of_type=dg.DagsterEventType.STEP_FAILURE)
+            if e.dagster_event and e.dagster_event.step_failure_data and e.dagster_event.step_failure_data.error]
+        error = errors[-1] if errors else None
+        while error is not None and error.cause is not None:  # the user's error, not Dagster's wrapper
+            error = error.cause
+        message = error.message.strip().splitlines()[0] if error is not None else "see the run"
+        reasons[pk] = f"run {info.run_id}: {message[:300]}"
+    return reasons

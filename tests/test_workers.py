@@ -4,6 +4,7 @@ runs with a process pool, and Ctrl-C. Real processes on real PostgreSQL and SQLi
 
 from __future__ import annotations
 
+import contextlib
 import os
 import pickle
 import signal
@@ -17,6 +18,7 @@ from pathlib import Path
 import dagster as dg
 import pytest
 from conftest import unique_schema_name
+from dagster_dev_util import deploy_instance
 from reliability_pipeline import declare
 from test_reliability import WORKER, check_entries, drop, finish, spawn
 
@@ -258,3 +260,49 @@ def test_dagster_run_with_a_process_pool_and_overlapping_runs(db_url, tmp_path, 
         assert instance.get_materialized_partitions(key) == {str(k) for k in range(n)}
     finally:
         drop(schema)
+
+
+LAB_DEFINITIONS = textwrap.dedent('''
+    import mp_dagster as mp
+    from mp_dagster.dagster import build_definitions
+
+    lab = mp.Schema("lab")
+
+    @lab
+    class Image(mp.Manual):
+        definition = """
+        image_id : int
+        """
+
+    defs = build_definitions(lab)
+''')
+
+
+@pytest.mark.parametrize("deployment", ["dagster_home", "require_env"])
+def test_a_deployed_worker_without_a_database_url_fails_at_load(tmp_path, deployment, request):
+    """A worker or code location of a deployment that lacks MP_DAGSTER_DATABASE_URL must not
+    quietly create tables in an SQLite file of its own: it fails at load, saying what to set."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("MP_DAGSTER_", "DAGSTER_"))}
+    with contextlib.ExitStack() as stack:
+        if deployment == "dagster_home":  # a Dagster instance on PostgreSQL: deploy/dagster.yaml
+            home = tmp_path / "home"
+            home.mkdir()
+            stack.enter_context(deploy_instance(home, env, request.getfixturevalue("pg_url")))
+            env.pop("MP_DAGSTER_REQUIRE_DATABASE_URL")  # the instance alone says "deployed"
+            env["DAGSTER_HOME"] = str(home)
+        else:  # deploy/dagster.env's setting, without any Dagster instance
+            env["MP_DAGSTER_REQUIRE_DATABASE_URL"] = "1"
+        work = tmp_path / "worker"
+        work.mkdir()
+        (work / "lab_defs.py").write_text(LAB_DEFINITIONS)
+        validate = [sys.executable, "-m", "dagster", "definitions", "validate", "-f", "lab_defs.py"]
+        done = subprocess.run(validate, cwd=work, env=env, capture_output=True, text=True, timeout=180)
+        output = done.stdout + done.stderr
+        assert done.returncode != 0, output
+        assert "MP_DAGSTER_DATABASE_URL is not set" in output and "refusing to keep the tables" in output, output
+        assert not (work / "mp_dagster.db").exists()  # nothing was written
+        # with the URL set, the same worker loads and declares its tables there
+        env["MP_DAGSTER_DATABASE_URL"] = f"sqlite:///{tmp_path / 'lab.db'}"
+        done = subprocess.run(validate, cwd=work, env=env, capture_output=True, text=True, timeout=180)
+        assert done.returncode == 0, done.stdout + done.stderr
+        assert (tmp_path / "lab.db").exists()

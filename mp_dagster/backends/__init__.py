@@ -14,12 +14,56 @@ DEFAULT_SQLITE_FILE = "mp_dagster.db"
 _backends: dict[str, Backend] = {}
 
 
+REQUIRE_URL_ENV = "MP_DAGSTER_REQUIRE_DATABASE_URL"
+
+
 def default_url() -> str:
-    """``MP_DAGSTER_DATABASE_URL``, or an SQLite file in the working directory."""
+    """``MP_DAGSTER_DATABASE_URL``, or an SQLite file in the working directory, except in a
+    deployment (see :func:`deployment_without_url`), where a missing URL is an error."""
     url = os.environ.get(DATABASE_URL_ENV)
     if url:
         return url
-    return f"sqlite:///{os.path.abspath(DEFAULT_SQLITE_FILE)}"
+    path = os.path.abspath(DEFAULT_SQLITE_FILE)
+    reason = deployment_without_url()
+    if reason:
+        raise MPError(
+            f"{DATABASE_URL_ENV} is not set, and {reason}: refusing to keep the tables in a local "
+            f"SQLite file ({path}) that no other worker would see. Set {DATABASE_URL_ENV} "
+            "(e.g. postgresql://user@host:5432/lab) for every webserver, daemon and worker")
+    return f"sqlite:///{path}"
+
+
+def deployment_without_url() -> str | None:
+    """Why this process belongs to a deployment (so the embedded SQLite default is wrong), or
+    None: ``MP_DAGSTER_REQUIRE_DATABASE_URL=1`` (deploy/dagster.env sets it), or a Dagster
+    instance (``$DAGSTER_HOME/dagster.yaml``) whose storage is on a database server."""
+    if os.environ.get(REQUIRE_URL_ENV, "") not in ("", "0"):
+        return f"{REQUIRE_URL_ENV} is set"
+    home = os.environ.get("DAGSTER_HOME")
+    config = os.path.join(home, "dagster.yaml") if home else None
+    if not config or not os.path.isfile(config):
+        return None
+    import yaml  # Dagster's dependency; only its configuration file is read here
+
+    try:
+        with open(config) as f:
+            settings = yaml.safe_load(f)
+    except (OSError, yaml.YAMLError):
+        return None  # Dagster itself reports an unreadable instance configuration
+    if _names_a_server(settings):
+        return f"the Dagster instance in {config} keeps its storage on a database server"
+    return None
+
+
+def _names_a_server(settings: object) -> bool:
+    if isinstance(settings, dict):
+        return any(k in _SERVER_STORAGE_KEYS or _names_a_server(v) for k, v in settings.items())
+    if isinstance(settings, list):
+        return any(_names_a_server(v) for v in settings)
+    return False
+
+
+_SERVER_STORAGE_KEYS = {"postgres_db", "postgres_url", "mysql_db", "mysql_url"}
 
 
 def redact(url: str) -> str:
@@ -49,4 +93,4 @@ def get_backend(url: str | None = None) -> Backend:
     return backend
 
 
-__all__ = ["Backend", "DATABASE_URL_ENV", "default_url", "get_backend", "redact"]
+__all__ = ["Backend", "DATABASE_URL_ENV", "REQUIRE_URL_ENV", "default_url", "get_backend", "redact"]

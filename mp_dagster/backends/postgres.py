@@ -82,6 +82,29 @@ def _is_read(query: Any) -> bool:
     return text.lstrip().upper().startswith("SELECT")
 
 
+def _pipelined(conn: psycopg.Connection, send: Callable[[], Any]) -> Any:
+    """``send()``'s statements in one pipeline (one round trip); the first error is raised.
+
+    Statements in a pipeline are never prepared: when one of them fails, the server skips the
+    rest, yet psycopg would count a skipped statement it chose to prepare as prepared, and
+    every later use of it on this connection would fail ("prepared statement ... does not
+    exist"). And an error raised inside the block is caught there, so that psycopg does not
+    log a second one ("error ignored terminating ... pipeline aborted") while closing it."""
+    first: psycopg.Error | None = None
+    result = None
+    try:
+        with conn.pipeline():
+            try:
+                result = send()
+            except psycopg.Error as exc:
+                first = exc
+    except psycopg.Error as exc:
+        raise (first or exc) from None
+    if first is not None:
+        raise first
+    return result
+
+
 class _JsonbTextLoader(Loader):
     def load(self, data: Any) -> str:
         return bytes(data).decode()
@@ -165,11 +188,13 @@ class PostgresBackend(Backend):
         if cur is None and len(statements) == 1:
             conn.execute(statements[0][0], statements[0][1])
             return None
-        with conn.pipeline():
+        def send_all() -> None:
             for q, p in statements:
-                conn.execute(q, p)
+                conn.execute(q, p, prepare=False)
             if cur is not None:
-                cur.execute(query, params)
+                cur.execute(query, params, prepare=False)
+
+        _pipelined(conn, send_all)
         return cur
 
     def _cursor(self, conn: psycopg.Connection, binary: bool) -> psycopg.Cursor:
@@ -457,9 +482,11 @@ class PostgresBackend(Backend):
                     lock = conn.execute(_TRY_LOCK, (lock_id,))
                     exists = conn.execute(written[0], written[1])
                 else:
-                    with conn.pipeline():
-                        lock = conn.execute(_TRY_LOCK, (lock_id,))
-                        exists = conn.execute(written[0], written[1])
+                    def send_both(c: psycopg.Connection = conn) -> tuple[psycopg.Cursor, psycopg.Cursor]:
+                        return (c.execute(_TRY_LOCK, (lock_id,), prepare=False),
+                                c.execute(written[0], written[1], prepare=False))
+
+                    lock, exists = _pipelined(conn, send_both)
                 return bool(lock.fetchone()[0]), bool(exists.fetchone()[0])
             except psycopg.OperationalError as exc:
                 if not self.is_connection_error(exc):

@@ -3,14 +3,15 @@ this process or in a pool of worker processes. ``populate()`` and the Dagster as
 their keys through :func:`run_keys`, so a notebook, a SLURM job and a Dagster run behave alike.
 
 A pool worker is a forked process with a database connection of its own (connections are per
-process); it ignores SIGINT, so Ctrl-C reaches only the parent, which terminates the pool: a
-worker ended mid-write leaves no partial entry (the transaction is never committed) and no
-reservation (it ends with the worker's connection or process).
+process) and a pipe to the parent; it ignores SIGINT, so Ctrl-C reaches only the parent, which
+terminates the workers: a worker ended mid-write leaves no partial entry (the transaction is
+never committed) and no reservation (it ends with the worker's connection or process).
 """
 
 from __future__ import annotations
 
 import multiprocessing
+import multiprocessing.connection
 import os
 import pickle
 import random
@@ -111,23 +112,80 @@ def run_keys(
         for key in keys:
             yield populate_key(master, key, reserve, wait, keep_rows, write)
         return
+    yield from _pool(list(keys), processes, (master, reserve, wait, keep_rows, write))
+
+
+def _pool(keys: list[dict[str, Any]], processes: int, state: tuple[Any, ...]) -> Iterator[KeyOutcome]:
+    """``processes`` forked workers, each with a pipe of its own to this process: a key goes to
+    whichever worker is free, its outcome comes back. Nothing is shared but the pipes, so
+    terminating a worker at any moment (an error, Ctrl-C) can leave no lock held that this
+    process needs (``multiprocessing.Pool`` hangs in ``terminate()`` when a worker dies
+    holding its result queue's lock). A worker that dies fails its key and is replaced."""
     # fork: the pool sees the parent's table classes, also those of a notebook or a script
     method = "fork" if "fork" in multiprocessing.get_all_start_methods() else None
     context = multiprocessing.get_context(method)
-    with context.Pool(processes, initializer=_start_worker, initargs=(master, reserve, wait, keep_rows, write)) as pool:
-        yield from pool.imap_unordered(_pool_populate_key, keys, chunksize=1)
-        pool.close()
-        pool.join()
+    todo = iter(keys)
+    workers: dict[Any, tuple[Any, dict[str, Any] | None]] = {}  # pipe -> (process, its key)
+
+    def start() -> Any:
+        ours, theirs = context.Pipe()
+        process = context.Process(target=_worker_loop, args=(theirs, state), daemon=True)
+        process.start()
+        theirs.close()
+        workers[ours] = (process, None)
+        return ours
+
+    def give(pipe: Any) -> None:
+        key = next(todo, None)
+        if key is None:
+            pipe.send(None)  # no more keys: the worker exits
+            workers.pop(pipe)[0].join()
+            pipe.close()
+        else:
+            workers[pipe] = (workers[pipe][0], key)
+            pipe.send(key)
+
+    try:
+        for _ in range(processes):
+            give(start())
+        while workers:
+            for pipe in multiprocessing.connection.wait(list(workers)):
+                process, key = workers[pipe]
+                try:
+                    outcome = pipe.recv()
+                except EOFError:  # the worker died (killed, out of memory) while computing key
+                    process.join()
+                    workers.pop(pipe)
+                    pipe.close()
+                    assert key is not None
+                    yield KeyOutcome(key, "failed", stage="make", error=MakeError(
+                        f"worker process {process.pid} died (exit code {process.exitcode}) while computing {key}"))
+                    give(start())
+                    continue
+                yield outcome
+                give(pipe)
+    finally:
+        for process, _ in workers.values():
+            if process.is_alive():
+                process.terminate()  # SIGTERM: an open transaction is never committed
+        for pipe, (process, _) in workers.items():
+            process.join(timeout=10)
+            if process.is_alive():
+                process.kill()
+                process.join()
+            pipe.close()
 
 
 _worker_state: tuple[Any, ...] | None = None
 
 
-def _start_worker(*state: Any) -> None:
+def _worker_loop(pipe: Any, state: tuple[Any, ...]) -> None:
     global _worker_state
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's to handle
     # connections are per process (backends/base.py): this one opens its own on first use
     _worker_state = state
+    while (key := pipe.recv()) is not None:
+        pipe.send(_pool_populate_key(key))
 
 
 def _pool_populate_key(key: dict[str, Any]) -> KeyOutcome:

@@ -148,18 +148,22 @@ def test_pool_errors_are_collected_per_key_or_stop_the_pool(pipeline, call_log):
             raise ValueError("key 3 cannot be computed")
         if key["key"] == 5:
             raise Unpicklable("an error that cannot travel")
+        if key["key"] == 6 and os.getpid() != parent:
+            os._exit(3)  # the worker process dies (as if killed) while computing key 6
         original(self, key)
 
+    parent = os.getpid()
     Result.make = make
     try:
         result = Result.populate(processes=2, suppress_errors=True)
-        assert result["success_count"] == 6
+        assert result["success_count"] == 5
         errors = {e[0]["key"]: e[1] for e in result["error_list"]}
-        assert set(errors) == {3, 5}
+        assert set(errors) == {3, 5, 6}
+        assert isinstance(errors[6], mp.MakeError) and "died (exit code 3)" in str(errors[6])
         assert isinstance(errors[3], ValueError) and "key 3 cannot" in str(errors[3])
         assert isinstance(errors[5], mp.MakeError) and "Unpicklable: an error that cannot travel" in str(errors[5])
         assert not Result & {"key": 3} and not Result.Chunk & {"key": 3}  # nothing partial
-        with pytest.raises((ValueError, mp.MakeError), match="key 3 cannot|cannot travel"):
+        with pytest.raises((ValueError, mp.MakeError), match="key 3 cannot|cannot travel|died"):
             Result.populate(processes=2)  # without suppress_errors the first error stops the pool
         assert not Result & {"key": 3} and not Result.Chunk & {"key": 3}
     finally:
@@ -220,12 +224,10 @@ def test_ctrl_c_stops_a_pool_with_nothing_partial(pipeline, db_url, call_log):
     assert check_entries(Result, 64)["masters"] == n
 
 
-def test_dagster_run_with_a_process_pool_and_overlapping_runs(db_url, tmp_path, call_log):
-    """A run's ``processes`` config computes its keys in a pool; two runs over overlapping ranges
-    at once (threads of this process, each with its own connection) compute no key twice and
-    both report every partition materialized."""
-    import threading
-
+def test_a_dagster_run_with_a_process_pool_beside_a_populate_process(db_url, call_log):
+    """A run's ``processes`` config computes its keys in a pool, while a ``populate()`` process
+    works on the same keys: no key is computed twice, and the run reports every one of its
+    partitions materialized (those the other process computed too, once it released them)."""
     schema = mp.Schema(unique_schema_name("wkdg"), database_url=db_url)
     try:
         Source, Result = declare(schema, chunk_kb=1, compute_s=0.1)
@@ -233,31 +235,25 @@ def test_dagster_run_with_a_process_pool_and_overlapping_runs(db_url, tmp_path, 
         Source.insert([{"key": k} for k in range(n)])
         defs = build_definitions(schema, sensors=False)
         instance = dg.DagsterInstance.ephemeral()
-        partitions = f"{schema.name}__source"
-        instance.add_dynamic_partitions(partitions, [str(k) for k in range(n)])
+        instance.add_dynamic_partitions(f"{schema.name}__source", [str(k) for k in range(n)])
         job = defs.resolve_job_def(f"{schema.name}__result_job")
         config = {"ops": {f"{schema.name}__result": {"config": {"processes": 2}}}}
-        results = {}
-
-        def run(first: int, last: int) -> None:
-            tags = {"dagster/asset_partition_range_start": str(first),
-                    "dagster/asset_partition_range_end": str(last)}
-            results[(first, last)] = job.execute_in_process(instance=instance, tags=tags, run_config=config,
-                                                            raise_on_error=False)
-
-        threads = [threading.Thread(target=run, args=r) for r in ((0, 11), (4, 15))]
-        for t in threads:
-            t.start()
-        for t in threads:
-            t.join(timeout=240)
-        assert all(r.success for r in results.values()), results
+        other = spawn(WORKER, db_url, schema.name, "--chunk-kb", "1", "--compute", "0.2")
+        deadline = time.monotonic() + 60
+        while not calls(call_log) and time.monotonic() < deadline:  # it is computing its first key
+            time.sleep(0.01)
+        tags = {"dagster/asset_partition_range_start": "0", "dagster/asset_partition_range_end": "11"}
+        run = job.execute_in_process(instance=instance, tags=tags, run_config=config, raise_on_error=False)
+        populated = finish(other, timeout=120)
+        assert run.success and populated["errors"] == []
         made = calls(call_log)
-        assert sorted(k for k, _ in made) == list(range(n)), Counter(k for k, _ in made)
-        assert len({pid for _, pid in made}) >= 2
+        assert sorted(k for k, _ in made) == list(range(n)), Counter(k for k, _ in made)  # each once
+        pids = {pid for _, pid in made}
+        assert len(pids) >= 3 and os.getpid() not in pids  # the other process and the run's pool
         found = check_entries(Result, 1)
         assert found["masters"] == n and not found["partial"] and not found["orphans"], found
         key = dg.AssetKey([schema.name, "result"])
-        assert instance.get_materialized_partitions(key) == {str(k) for k in range(n)}
+        assert instance.get_materialized_partitions(key) == {str(k) for k in range(12)}
     finally:
         drop(schema)
 

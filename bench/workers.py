@@ -179,8 +179,12 @@ def child_main(argv: list[str]) -> int:
         with dg.DagsterInstance.local_temp(args.home, overrides={"telemetry": {"enabled": False}}) as instance:
             result = job.execute_in_process(instance=instance, tags=tags, run_config=quiet, raise_on_error=False)
         out["success"] = result.success
-        out["failures"] = [e.event_specific_data.error.message[:1500] for e in result.all_events
-                           if e.event_type_value == "STEP_FAILURE" and e.event_specific_data.error is not None]
+        out["failures"] = []
+        for e in result.all_events:
+            error = e.event_specific_data.error if e.event_type_value == "STEP_FAILURE" else None
+            while error is not None:  # the message and its causes (handle_output wraps the write's)
+                out["failures"].append(error.message.strip()[:1500])
+                error = error.cause
         for event in result.all_events:
             if event.event_type_value == "ASSET_MATERIALIZATION":
                 md = event.event_specific_data.materialization.metadata
@@ -259,7 +263,7 @@ class Case:
               f"({dups} duplicates) in {pids} processes, {entries}/{self.ctx.keys} entries"
               + ("" if complete else " INCOMPLETE")
               + "".join(f", {k} {v}" for k, v in more.items() if k != "failures"), flush=True)
-        for failure in more.get("failures", [])[:2]:
+        for failure in more.get("failures", [])[:3]:
             print(f"    a run failed: {failure[:400]}", flush=True)
         return out
 

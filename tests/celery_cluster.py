@@ -29,6 +29,7 @@ from dagster_dev_util import deploy_instance, free_port, log_tail, stop_group, w
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
 PIPELINE = HERE / "celery_pipeline.py"
+CELERY_YAML = REPO / "deploy" / "celery.yaml"
 BIN = Path(sys.executable).parent
 REQUIRED = os.environ.get("CI") == "true" or os.environ.get("MP_DAGSTER_REQUIRE_POSTGRES") == "1"
 READY_TIMEOUT = 60.0
@@ -113,17 +114,13 @@ class Cluster:
             print(f"{name} stopped: {self.stop(name)}")
 
     def worker(self, name: str, concurrency: int = 1) -> subprocess.Popen:
-        """``dagster-celery worker start`` named ``name`` (celery node ``name@host``), with
-        ``MP_CELERY_WORKER=name`` in its environment, ``concurrency`` processes."""
-        config = self.tmp / "celery.yaml"
-        if not config.exists():
-            broker = self.env["MP_CELERY_BROKER"]
-            config.write_text(yaml.safe_dump({"execution": {"config": {
-                "broker": broker, "backend": broker.rsplit("/", 1)[0] + "/1"}}}))
+        """``dagster-celery worker start`` with deploy/celery.yaml, named ``name`` (celery node
+        ``name@host``), ``concurrency`` processes, ``MP_CELERY_WORKER=name`` in its environment.
+        Its process group holds the whole worker: the dagster-celery command, celery's main
+        process and its pool."""
         env = {**self.env, "MP_CELERY_WORKER": name, "PATH": f"{BIN}{os.pathsep}{self.env.get('PATH', '')}"}
         return self.start(name, [str(BIN / "dagster-celery"), "worker", "start", "-A", "dagster_celery.app",
-                                 "-y", str(config), "-n", name, "--", f"--concurrency={concurrency}",
-                                 "--without-gossip", "--without-mingle"], env)
+                                 "-y", str(CELERY_YAML), "-n", name, "--", f"--concurrency={concurrency}"], env)
 
     def wait_workers(self, *names: str, timeout: float = READY_TIMEOUT) -> None:
         """Until each worker logs celery's ``ready.``."""
@@ -169,6 +166,19 @@ class Cluster:
         assert data.get("__typename") == "LaunchBackfillSuccess", data
         return data["backfillId"]
 
+    def start_backfill(self, asset_key: dg.AssetKey, partitions: list[str], workers: tuple[str, ...] = ("w1", "w2"),
+                       tags: dict[str, str] | None = None) -> str:
+        """Start the celery ``workers``, the webserver, launch the backfill through it, then start
+        the daemon once the workers are ready: its first backfill iteration (the daemon's
+        backfill loop sleeps 30 s between iterations) turns the backfill into runs."""
+        for name in workers:
+            self.worker(name)
+        self.webserver()
+        backfill_id = self.launch_backfill(asset_key, partitions, tags)
+        self.wait_workers(*workers)
+        self.daemon()
+        return backfill_id
+
     def logs(self) -> str:
         return "\n".join(f"--- {n}\n{log_tail(self.log(n), 40)}" for n in self.procs)
 
@@ -189,19 +199,22 @@ mutation LaunchPartitionBackfill($backfillParams: LaunchBackfillParams!) {
 
 
 @contextmanager
-def cluster(tmp: Path, pg_url: str, tables_url: str, schema: str, **settings: str) -> Iterator[Cluster]:
-    """A Dagster instance on ``pg_url`` (deploy/dagster.yaml, in a database of its own), a
-    redis-server, and the environment of the code location (``settings``: more
-    ``MP_CELERY_*`` variables); yields the :class:`Cluster` that starts the processes, and stops
-    every one of them at the end."""
+def cluster(tmp: Path, pg_url: str, tables_url: str, schema: str, instance: dict | None = None,
+            **settings: str) -> Iterator[Cluster]:
+    """A Dagster instance on ``pg_url`` (deploy/dagster.yaml in a database of its own, with
+    ``instance``'s sections merged in), a redis-server, and the environment of the code location
+    (``settings``: more ``MP_CELERY_*`` variables); yields the :class:`Cluster` that starts the
+    processes, and stops every one of them at the end."""
     home = tmp / "dagster_home"
     home.mkdir()
     env = {**os.environ, "DAGSTER_HOME": str(home), "MP_DAGSTER_DATABASE_URL": tables_url,
            "MP_CELERY_SCHEMA": schema, **settings}
     with ExitStack() as stack:
         stack.enter_context(deploy_instance(home, env, pg_url))
+        patch_instance(home, **(instance or {}))
         redis_port = free_port()
-        env["MP_CELERY_BROKER"] = f"redis://127.0.0.1:{redis_port}/0"
+        env["DAGSTER_CELERY_BROKER_URL"] = f"redis://127.0.0.1:{redis_port}/0"
+        env["DAGSTER_CELERY_BACKEND_URL"] = f"redis://127.0.0.1:{redis_port}/1"
         c = Cluster(tmp, env, stack)
         try:
             c.procs["redis"] = start_redis(redis_port, c.log("redis"))

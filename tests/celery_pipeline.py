@@ -7,8 +7,9 @@ celery worker that runs a step (Dagster hands the workers this file's path).
 Settings, from the environment (the same in the Dagster processes and in every worker):
 
 * ``MP_DAGSTER_DATABASE_URL``, ``MP_CELERY_SCHEMA``: where the tables are;
-* ``MP_CELERY_BROKER``: the Redis URL of the celery broker (result backend: its database 1);
-  unset, the location uses Dagster's multiprocess executor instead;
+* ``DAGSTER_CELERY_BROKER_URL``, ``DAGSTER_CELERY_BACKEND_URL``: the Redis URLs of
+  deploy/celery.yaml (the executor's config, as shipped); unset, the location uses Dagster's
+  multiprocess executor instead;
 * ``MP_CELERY_PARTITIONS_PER_RUN``: ``max_partitions_per_run`` of the backfills;
 * ``MP_CELERY_COMPUTE_MS``: milliseconds of CPU ``make`` burns per key;
 * ``MP_CELERY_WORKER``: set in each worker's environment; ``make`` records it in the entry;
@@ -85,14 +86,18 @@ def declare(schema: mp.Schema, compute_ms: float, signal_dir: str | None = None)
     return Source, Result
 
 
-def executor(broker: str | None) -> dg.ExecutorDefinition | None:
-    """dagster-celery's executor on ``broker`` (results in the same Redis, database 1)."""
-    if not broker:
+CELERY_YAML = Path(__file__).resolve().parents[1] / "deploy" / "celery.yaml"
+
+
+def executor() -> dg.ExecutorDefinition | None:
+    """dagster-celery's executor configured by deploy/celery.yaml, when its broker is set."""
+    if not os.environ.get("DAGSTER_CELERY_BROKER_URL"):
         return None
+    import yaml
     from dagster_celery import celery_executor
 
-    backend = broker.rsplit("/", 1)[0] + "/1"
-    return celery_executor.configured({"broker": broker, "backend": backend}, name="celery")
+    return celery_executor.configured(yaml.safe_load(CELERY_YAML.read_text())["execution"]["config"],
+                                      name="celery")
 
 
 if "MP_CELERY_SCHEMA" in os.environ:  # loaded as the code location (the tests import declare)
@@ -102,5 +107,5 @@ if "MP_CELERY_SCHEMA" in os.environ:  # loaded as the code location (the tests i
     defs = build_definitions(
         schema, sensors=False, checks=False,
         max_partitions_per_run=int(os.environ.get("MP_CELERY_PARTITIONS_PER_RUN", "20")),
-        executor=executor(os.environ.get("MP_CELERY_BROKER")),
+        executor=executor(),
     )

@@ -8,6 +8,8 @@ the code location every process loads.
 
 from __future__ import annotations
 
+import os
+import signal
 import time
 from collections import Counter
 from pathlib import Path
@@ -15,7 +17,7 @@ from pathlib import Path
 import dagster as dg
 import psycopg
 import pytest
-from celery_cluster import cluster, patch_instance, require_celery
+from celery_cluster import cluster, require_celery
 from celery_pipeline import declare
 from conftest import postgres_url, unique_schema_name
 from test_reliability import check_entries, drop
@@ -82,6 +84,32 @@ def materializations_per_partition(env: dict[str, str]) -> dict[str, int]:
                                  "'ASSET_MATERIALIZATION' GROUP BY partition").fetchall())
 
 
+def open_instance(c, monkeypatch) -> dg.DagsterInstance:
+    """The cluster's Dagster instance, opened in this process too."""
+    for name in ("DAGSTER_HOME", "DAGSTER_PG_USERNAME", "DAGSTER_PG_PASSWORD", "DAGSTER_PG_HOST",
+                 "DAGSTER_PG_PORT", "DAGSTER_PG_DB"):
+        monkeypatch.setenv(name, c.env[name])
+    return dg.DagsterInstance.get()
+
+
+def processes_naming(text: str) -> list[int]:
+    """Live processes whose command line contains ``text``."""
+    pids = []
+    for cmdline in Path("/proc").glob("[0-9]*/cmdline"):
+        try:
+            if text.encode() in cmdline.read_bytes():
+                pids.append(int(cmdline.parent.name))
+        except OSError:
+            continue
+    return pids
+
+
+def worker_of(by_run: dict[str, list[str]], run_id: str) -> str:
+    """The name (``w1``) of the one celery worker that ran the run's step."""
+    assert len(by_run[run_id]) == 1, by_run
+    return by_run[run_id][0].split("@")[0]
+
+
 @pytest.fixture
 def tables():
     """Source (200 keys) -> Result(Chunk) in a fresh schema on the test PostgreSQL."""
@@ -102,44 +130,100 @@ def test_two_celery_workers_run_a_200_partition_backfill(tables, tmp_path, monke
     keys = [str(k) for k in range(n)]
     Source.insert([{"key": k} for k in range(n)])
     started = time.monotonic()
-    with cluster(tmp_path, postgres_url(), postgres_url(), schema.name, MP_CELERY_COMPUTE_MS="30",
-                 MP_CELERY_PARTITIONS_PER_RUN=str(per_run)) as c:
-        patch_instance(Path(c.env["DAGSTER_HOME"]), run_coordinator={"config": {"max_concurrent_runs": 4, "dequeue_interval_seconds": 1}})
-        for name in ("DAGSTER_HOME", "DAGSTER_PG_USERNAME", "DAGSTER_PG_PASSWORD", "DAGSTER_PG_HOST",
-                     "DAGSTER_PG_PORT", "DAGSTER_PG_DB"):
-            monkeypatch.setenv(name, c.env[name])
-        with dg.DagsterInstance.get() as instance:
+    instance_config = {"run_coordinator": {"config": {"max_concurrent_runs": 4, "dequeue_interval_seconds": 1}}}
+    with cluster(tmp_path, postgres_url(), postgres_url(), schema.name, instance_config,
+                 MP_CELERY_COMPUTE_MS="30", MP_CELERY_PARTITIONS_PER_RUN=str(per_run)) as c:
+        with open_instance(c, monkeypatch) as instance:
             instance.add_dynamic_partitions(def_name(Source), keys)  # what the pending-key sensor does
-            c.worker("w1")
-            c.worker("w2")
-            c.webserver()
             asset = dg.AssetKey([schema.name, "result"])
-            backfill_id = c.launch_backfill(asset, keys)
-            c.daemon()  # its first backfill iteration picks the backfill up
-            c.wait_workers("w1", "w2")
+            backfill_id = c.start_backfill(asset, keys)
             ready = time.monotonic() - started
             runs = wait_for_runs(c, instance, backfill_id, n // per_run)
             elapsed = time.monotonic() - started
+            by_run = {r.run_id: step_workers(instance, r.run_id) for r in runs}
+            print_timeline(instance, runs, by_run)
             statuses = Counter(r.status.value for r in runs)
             assert statuses == {"SUCCESS": n // per_run}, f"{statuses}\n{c.logs()}"
             ranges = sorted((int(a), int(b)) for a, b in map(run_partitions, runs))
             assert ranges == [(k, k + per_run - 1) for k in range(0, n, per_run)]
-            by_run = {r.run_id: step_workers(instance, r.run_id) for r in runs}
-            assert all(len(w) == 1 for w in by_run.values()), by_run  # one step a run, on one worker
+            workers = {r.run_id: worker_of(by_run, r.run_id) for r in runs}  # one step a run, one worker
             assert instance.get_materialized_partitions(asset) == set(keys)
-            print_timeline(instance, runs, by_run)
-            materialized = materializations_per_partition(c.env)
-            assert materialized == dict.fromkeys(keys, 1), "a partition materialized twice or never"
+            assert materializations_per_partition(c.env) == dict.fromkeys(keys, 1)
     found = check_entries(Result, chunk_kb=1)
     assert found["masters"] == n and not found["partial"] and not found["orphans"], found
     assert len(Result.Chunk) == found["rows_checked"] - n
     split = Counter(Result.fetch("worker"))
-    runs_per_worker = Counter(w[0].split("@")[0] for w in by_run.values())
-    print(f"\nkeys per worker {dict(split)}, runs per worker {dict(runs_per_worker)}, "
-          f"{len(runs)} runs, processes ready after {ready:.1f} s, backfill done after {elapsed:.1f} s")
+    print(f"keys per worker {dict(split)}, runs per worker {dict(Counter(workers.values()))}, {len(runs)} runs; "
+          f"processes up after {ready:.1f} s, backfill done after {elapsed:.1f} s")
     assert set(split) == {"w1", "w2"}, split
-    # each run's keys were computed by the worker Dagster says ran its step
-    for run in runs:
+    for run in runs:  # each run's keys were computed by the worker Dagster says ran its step
         first, last = map(int, run_partitions(run))
-        worker = by_run[run.run_id][0].split("@")[0]
-        assert set((Result & [{"key": k} for k in range(first, last + 1)]).fetch("worker")) == {worker}
+        assert set((Result & [{"key": k} for k in range(first, last + 1)]).fetch("worker")) == {workers[run.run_id]}
+
+
+def test_sigkill_celery_worker_mid_step(tables, tmp_path, monkeypatch):
+    """Two runs of 25 partitions on two workers; the whole worker w1 (dagster-celery command,
+    celery main process, pool process) is SIGKILLed while its step writes its keys. Its task is
+    lost: celery acknowledged it when the step started and nothing tells the run worker, which
+    would wait for the result forever. Dagster's run monitoring ends the run: the backfill's
+    ``dagster/max_runtime`` tag (typed in the UI's backfill dialog) fails it after 20 s, and the
+    instance's ``run_retries`` re-executes it from failure on the live worker, which skips the
+    keys w1 committed and writes the others: every entry once and whole."""
+    schema, Source, Result = tables
+    n, per_run, max_runtime = 50, 25, 20
+    keys = [str(k) for k in range(n)]
+    Source.insert([{"key": k} for k in range(n)])
+    signals = tmp_path / "signals"
+    signals.mkdir()
+    instance_config = {
+        # as many runs at once as worker processes: a started run's step never waits in the
+        # celery queue, so max_runtime measures the step (and the run worker's start-up)
+        "run_coordinator": {"config": {"max_concurrent_runs": 2, "dequeue_interval_seconds": 1}},
+        "run_monitoring": {"enabled": True, "poll_interval_seconds": 1},
+        "run_retries": {"enabled": True, "max_retries": 1},
+    }
+    with cluster(tmp_path, postgres_url(), postgres_url(), schema.name, instance_config, MP_CELERY_COMPUTE_MS="100",
+                 MP_CELERY_PARTITIONS_PER_RUN=str(per_run), MP_CELERY_SIGNAL_DIR=str(signals)) as c:
+        with open_instance(c, monkeypatch) as instance:
+            instance.add_dynamic_partitions(def_name(Source), keys)
+            asset = dg.AssetKey([schema.name, "result"])
+            backfill_id = c.start_backfill(asset, keys, tags={"dagster/max_runtime": str(max_runtime)})
+            deadline = time.monotonic() + 60
+            while len(list(signals.glob("computing-w1-*"))) < 5:  # w1 committed 4 keys, computes the 5th
+                assert time.monotonic() < deadline, f"w1 computed no step in 60 s\n{c.logs()}"
+                time.sleep(0.02)
+            victim = c.procs.pop("w1")
+            os.killpg(victim.pid, signal.SIGKILL)
+            killed_at = time.monotonic()
+            victim.wait(timeout=10)
+            committed_by_w1 = len(Result & {"worker": "w1"})
+            # the two runs of the backfill, then the retry of the killed one
+            runs = wait_for_runs(c, instance, backfill_id, n // per_run + 1, timeout=max_runtime + 60)
+            recovered = time.monotonic() - killed_at
+            by_run = {r.run_id: step_workers(instance, r.run_id) for r in runs}
+            print_timeline(instance, runs, by_run)
+            killed = [r for r in runs if by_run[r.run_id] and worker_of(by_run, r.run_id) == "w1"]
+            assert len(killed) == 1, by_run
+            killed = killed[0]
+            assert killed.status == dg.DagsterRunStatus.FAILURE
+            failure = instance.all_logs(killed.run_id, of_type=dg.DagsterEventType.RUN_FAILURE)
+            assert [e.message for e in failure] == [f"Exceeded maximum runtime of {max_runtime} seconds."]
+            retry = [r for r in runs if r.tags.get("dagster/parent_run_id") == killed.run_id]
+            assert len(retry) == 1 and retry[0].status == dg.DagsterRunStatus.SUCCESS, runs
+            assert run_partitions(retry[0]) == run_partitions(killed) and worker_of(by_run, retry[0].run_id) == "w2"
+            others = [r for r in runs if r.run_id not in (killed.run_id, retry[0].run_id)]
+            assert [r.status for r in others] == [dg.DagsterRunStatus.SUCCESS]
+            # the killed run's run worker was told to stop, saw its task revoked, and exited
+            deadline = time.monotonic() + 30
+            while processes_naming(killed.run_id) and time.monotonic() < deadline:
+                time.sleep(0.5)
+            assert not processes_naming(killed.run_id), "the killed run's run worker is still running"
+            assert instance.get_materialized_partitions(asset) == set(keys)
+            assert materializations_per_partition(c.env) == dict.fromkeys(keys, 1)
+    found = check_entries(Result, chunk_kb=1)
+    assert found["masters"] == n and not found["partial"] and not found["orphans"], found
+    first, last = map(int, run_partitions(killed))
+    in_killed = Counter((Result & [{"key": k} for k in range(first, last + 1)]).fetch("worker"))
+    print(f"killed w1 after it committed {committed_by_w1} keys; killed run's keys: {dict(in_killed)}; "
+          f"all done {recovered:.1f} s after the kill")
+    assert committed_by_w1 >= 4 and in_killed == {"w1": committed_by_w1, "w2": per_run - committed_by_w1}

@@ -179,6 +179,13 @@ class Cluster:
         self.daemon()
         return backfill_id
 
+    def reexecute(self, run_id: str, strategy: str = "FROM_FAILURE") -> str:
+        """The run page's "Re-execute from failure" (``launchRunReexecution``); the new run's id."""
+        data = self.graphql(REEXECUTE, {"reexecutionParams": {"parentRunId": run_id, "strategy": strategy}})
+        data = data["launchRunReexecution"]
+        assert data.get("__typename") == "LaunchRunSuccess", data
+        return data["run"]["runId"]
+
     def logs(self) -> str:
         return "\n".join(f"--- {n}\n{log_tail(self.log(n), 40)}" for n in self.procs)
 
@@ -193,6 +200,18 @@ mutation LaunchPartitionBackfill($backfillParams: LaunchBackfillParams!) {
     ... on PartitionKeysNotFoundError { message }
     ... on UnauthorizedError { message }
     ... on PythonError { message stack }
+  }
+}
+"""
+
+REEXECUTE = """
+mutation LaunchPipelineReexecution($reexecutionParams: ReexecutionParams) {
+  launchRunReexecution(reexecutionParams: $reexecutionParams) {
+    __typename
+    ... on LaunchRunSuccess { run { runId } }
+    ... on PythonError { message stack }
+    ... on RunConflict { message }
+    ... on UnauthorizedError { message }
   }
 }
 """

@@ -16,11 +16,13 @@ from pathlib import Path
 
 import dagster as dg
 import psycopg
+import psycopg.sql
 import pytest
 from celery_cluster import cluster, require_celery
 from celery_pipeline import declare
 from conftest import postgres_url, unique_schema_name
 from test_reliability import check_entries, drop
+from throwaway_postgres import throwaway_postgres
 
 import mp_dagster as mp
 from mp_dagster.dagster.partitions import def_name
@@ -227,3 +229,79 @@ def test_sigkill_celery_worker_mid_step(tables, tmp_path, monkeypatch):
     print(f"killed w1 after it committed {committed_by_w1} keys; killed run's keys: {dict(in_killed)}; "
           f"all done {recovered:.1f} s after the kill")
     assert committed_by_w1 >= 4 and in_killed == {"w1": committed_by_w1, "w2": per_run - committed_by_w1}
+
+
+def step_failures(instance: dg.DagsterInstance, run_id: str) -> list[str]:
+    return [r.dagster_event.event_specific_data.error.to_string()
+            for r in instance.all_logs(run_id, of_type=dg.DagsterEventType.STEP_FAILURE)]
+
+
+def connection_error(message: str) -> str:
+    """The ``mp_dagster.errors.ConnectionError: ...`` line of a step failure."""
+    return next((line.strip()[:140] for line in message.splitlines() if "ConnectionError:" in line), message[:140])
+
+
+def test_postgres_restart_during_a_multi_run_backfill(tmp_path, monkeypatch):
+    """The tables' PostgreSQL (a server of the test's own) restarts (``pg_ctl restart -m fast``)
+    while two celery workers run a backfill of 4 runs of 25 partitions: the runs that were
+    writing fail naming the lost connection, every entry that landed is whole, the other runs
+    succeed; re-executing the failed runs from failure (the run page's button, through GraphQL)
+    completes every key, and Dagster has all of them materialized."""
+    require_celery()
+    n, per_run = 100, 25
+    keys = [str(k) for k in range(n)]
+    signals = tmp_path / "signals"
+    signals.mkdir()
+    instance_config = {"run_coordinator": {"config": {"max_concurrent_runs": 2, "dequeue_interval_seconds": 1}}}
+    with throwaway_postgres() as pg:
+        schema = mp.Schema(unique_schema_name("celpg"), database_url=pg.url)
+        Source, Result = declare(schema, compute_ms=0)
+        Source.insert([{"key": k} for k in range(n)])
+        with cluster(tmp_path, postgres_url(), pg.url, schema.name, instance_config, MP_CELERY_COMPUTE_MS="60",
+                     MP_CELERY_PARTITIONS_PER_RUN=str(per_run), MP_CELERY_SIGNAL_DIR=str(signals)) as c:
+            with open_instance(c, monkeypatch) as instance, psycopg.connect(pg.url, autocommit=True) as watch:
+                instance.add_dynamic_partitions(def_name(Source), keys)
+                asset = dg.AssetKey([schema.name, "result"])
+                backfill_id = c.start_backfill(asset, keys)
+                table = psycopg.sql.Identifier(schema.name, "result")
+                deadline = time.monotonic() + 90
+                while True:  # entries have landed and a key is being computed right now: restart
+                    assert time.monotonic() < deadline, f"no restart point in 90 s\n{c.logs()}"
+                    written = watch.execute(psycopg.sql.SQL("SELECT count(*) FROM {}").format(table)).fetchone()[0]
+                    fresh = [p for p in signals.iterdir() if time.time() - p.stat().st_mtime < 0.3]
+                    if per_run + 2 <= written < n - per_run and fresh:
+                        break
+                    time.sleep(0.02)
+            restart_started = time.monotonic()
+            pg.restart()
+            downtime = time.monotonic() - restart_started
+            with open_instance(c, monkeypatch) as instance:
+                runs = wait_for_runs(c, instance, backfill_id, n // per_run)
+                by_run = {r.run_id: step_workers(instance, r.run_id) for r in runs}
+                print_timeline(instance, runs, by_run)
+                failed = [r for r in runs if r.status == dg.DagsterRunStatus.FAILURE]
+                assert failed and len(failed) < len(runs), Counter(r.status.value for r in runs)
+                assert all(r.status == dg.DagsterRunStatus.SUCCESS for r in runs if r not in failed)
+                errors = {r.run_id: step_failures(instance, r.run_id) for r in failed}
+                for messages in errors.values():  # one failed step each, naming the database
+                    assert len(messages) == 1 and "mp_dagster.errors.ConnectionError" in messages[0], messages
+                    assert ("lost the connection to PostgreSQL" in messages[0]
+                            or "cannot connect to PostgreSQL" in messages[0]), messages[0]
+                assert any("lost the connection to PostgreSQL" in m[0] for m in errors.values())
+                found = check_entries(Result, chunk_kb=1)  # the library reconnects on its next read
+                assert not found["partial"] and not found["orphans"], found
+                landed = found["masters"]
+                assert per_run <= landed < n
+                assert instance.get_materialized_partitions(asset) <= {str(k) for k in Result.fetch("key")}
+                retries = [c.reexecute(r.run_id) for r in failed]
+                deadline = time.monotonic() + RUNS_TIMEOUT
+                while not all(instance.get_run_by_id(r).status in FINISHED for r in retries):
+                    assert time.monotonic() < deadline, f"re-executions not done\n{c.logs()}"
+                    time.sleep(0.5)
+                assert [instance.get_run_by_id(r).status for r in retries] == [dg.DagsterRunStatus.SUCCESS] * len(failed)
+                assert instance.get_materialized_partitions(asset) == set(keys)
+        after = check_entries(Result, chunk_kb=1)
+        assert after["masters"] == n and not after["partial"] and not after["orphans"], after
+        print(f"restart took {downtime:.1f} s; {len(failed)} of {len(runs)} runs failed "
+              f"({'; '.join(connection_error(m[0]) for m in errors.values())}); {landed} entries had landed, "
+              f"re-executions wrote {n - landed}; {after['rows_checked']} rows checked, 0 partial")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import re
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -14,6 +15,7 @@ README = Path(__file__).resolve().parents[1] / "README.md"
 def test_readme_python_examples_run(tmp_path):
     blocks = re.findall(r"```python\n(.*?)```", README.read_text(), flags=re.S)
     assert len(blocks) >= 8
+    shutil.copytree(README.parent / "deploy", tmp_path / "deploy")  # as in the project's folder
     script = tmp_path / "readme.py"
     script.write_text("\n\n".join(blocks))
     env = {**os.environ, "MP_DAGSTER_DATABASE_URL": f"sqlite:///{tmp_path / 'readme.db'}"}

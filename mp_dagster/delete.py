@@ -73,7 +73,11 @@ def cascade_plan(expr: Table, part_integrity: str = "enforce") -> CascadePlan:
             if master is None:
                 continue
             pk = master._definition.heading.primary_key
-            orphans = e - by_name[master.full_name] if master.full_name in by_name else e
+            # compared on the master's primary key only: a part and its master may share
+            # secondary attributes (both ``-> L``) whose values differ
+            orphans = KeyProjection(e, pk)
+            if master.full_name in by_name:
+                orphans = orphans - KeyProjection(by_name[master.full_name], pk)
             if not orphans:
                 continue
             if part_integrity == "enforce":

@@ -310,7 +310,7 @@ class Table(QueryExpression, metaclass=TableMeta):
         """Rows that ``delete`` would remove, per table (``schema.table`` -> count), leaves first."""
         from .delete import cascade_plan
 
-        return {t.full_name: n for t, _, n in cascade_plan(self, part_integrity=part_integrity).counts()}
+        return {t.full_name: n for t, n in cascade_plan(self, part_integrity=part_integrity).counts()}
 
     def drop(self) -> None:
         """Drop this table (and its parts). Refused while other tables reference it."""

@@ -1116,3 +1116,40 @@ def test_restriction_with_a_bad_value_or_kind(schema):
     with raises_naming(mp.QueryError, table):
         Image & 42  # noqa: B018
     assert len(Image) == 4
+
+
+# -- skip_duplicates skips primary-key duplicates only (DataJoint's test_skip_duplicates.py, #1049)
+
+
+def declare_item(schema):
+    @schema
+    class Item(mp.Manual):
+        definition = """
+        item_id : int
+        ---
+        name : varchar(100)
+        email : varchar(100)
+        unique index (email)
+        """
+
+    Item.insert1(dict(item_id=1, name="Alice", email="alice@example.com"))
+    return Item
+
+
+def test_skip_duplicates_skips_an_existing_primary_key(schema):
+    Item = declare_item(schema)
+    Item.insert1(dict(item_id=1, name="Bob", email="bob@example.com"), skip_duplicates=True)
+    assert (Item & {"item_id": 1}).fetch1() == dict(item_id=1, name="Alice", email="alice@example.com")
+
+
+@pytest.mark.parametrize("n_rows", [1, 40])  # 40: the batch paths (VALUES lists, COPY fallback)
+def test_skip_duplicates_raises_on_a_unique_index_violation_of_a_new_key(schema, n_rows):
+    Item = declare_item(schema)
+    rows = [dict(item_id=100 + i, name="x", email=f"x{i}@example.com") for i in range(n_rows - 1)]
+    rows.append(dict(item_id=2, name="Bob", email="alice@example.com"))
+    with pytest.raises(mp.DuplicateError, match=r"item.*email"):
+        Item.insert(rows, skip_duplicates=True)
+    assert Item.fetch("item_id").tolist() == [1]  # nothing written
+    Item.insert([dict(item_id=1, name="B", email="b@example.com"), dict(item_id=3, name="C", email="c@x.org")],
+                skip_duplicates=True)
+    assert Item.fetch("item_id").tolist() == [1, 3]

@@ -554,29 +554,38 @@ class Projection(QueryExpression):
     def __init__(self, source: QueryExpression, attributes: Sequence[str], renames: Mapping[str, str]) -> None:
         self.source = source
         heading = source.heading
-        keep = list(heading.primary_key)
-        for a in attributes:
-            if a == "*":
-                keep += heading.secondary
-            elif a not in heading:
-                raise QueryError(f"{source.name}: cannot project unknown attribute {a!r}")
-            else:
-                keep.append(a)
-        keep = list(dict.fromkeys(keep))
-        self._renames: dict[str, str] = {}
-        attrs: dict[str, Attribute] = {}
-        renamed_sources = set(renames.values())
         for old in renames.values():
             if old not in heading:
                 raise QueryError(f"{source.name}: cannot rename unknown attribute {old!r}")
-        for n in keep:
-            if n in renamed_sources:
-                continue
-            attrs[n] = heading[n]
+        renamed: dict[str, list[str]] = {}
         for new, old in renames.items():
-            a = heading[old]
-            attrs[new] = Attribute(new, a.type, a.in_key, a.nullable, a.default, a.has_default, a.comment)
-            self._renames[new] = old
+            renamed.setdefault(old, []).append(new)
+        keep = list(heading.primary_key)
+        excluded = []
+        for a in attributes:
+            if a is Ellipsis or a == "*":  # DataJoint's proj(...): every attribute
+                keep += heading.secondary
+            elif isinstance(a, str) and a.startswith("-"):  # proj(..., "-attr"): all but attr
+                name = a[1:].strip()
+                if name not in heading:
+                    raise QueryError(f"{source.name}: cannot exclude unknown attribute {name!r}")
+                if heading[name].in_key:
+                    raise QueryError(f"{source.name}: cannot exclude primary key attribute {name!r}")
+                excluded.append(name)
+            elif not isinstance(a, str) or a not in heading:
+                raise QueryError(f"{source.name}: cannot project unknown attribute {a!r}")
+            else:
+                keep.append(a)
+        keep = [n for n in dict.fromkeys(keep + [old for old in renamed if old not in keep]) if n not in excluded]
+        self._renames: dict[str, str] = {}
+        attrs: dict[str, Attribute] = {}
+        for n in keep:  # a renamed attribute keeps its place (in the primary key too)
+            for new in renamed.get(n, [n]):
+                a = heading[n]
+                attrs[new] = a if new == n else Attribute(
+                    new, a.type, a.in_key, a.nullable, a.default, a.has_default, a.comment)
+                if new != n:
+                    self._renames[new] = n
         self._heading = Heading.key_first(attrs)
 
     @property

@@ -1,0 +1,54 @@
+"""Query habits of DataJoint users (its test_relational_operand.py / test_fetch.py intents):
+renaming projections keep the key's order, ``proj(..., "-attr")``."""
+
+from __future__ import annotations
+
+import pytest
+
+import mp_dagster as mp
+
+
+def declare(schema):
+    @schema
+    class A(mp.Lookup):
+        definition = """
+        id_a : int
+        ---
+        cond_in_a : tinyint
+        """
+        contents = [(i, int(i % 4 > i % 3)) for i in range(10)]
+
+    @schema
+    class D(mp.Manual):
+        definition = """
+        -> A
+        id_d : int
+        ---
+        score : float64
+        note : varchar(20)
+        """
+
+    D.insert([(a, d, a + d / 10, f"n{a}{d}") for a in range(10) for d in range(4)])
+    return A, D
+
+
+def test_proj_rename_keeps_the_attribute_in_its_place(schema):
+    A, D = declare(schema)
+    renamed = D.proj(a="id_a")
+    assert renamed.primary_key == ["a", "id_d"]
+    assert renamed.heading.names == ["a", "id_d"]
+    assert renamed.fetch(as_dict=True, limit=1) == [{"a": 0, "id_d": 0}]
+    both = D.proj("note", a="id_a", s="score")
+    assert both.heading.names == ["a", "id_d", "note", "s"]
+    assert (both & {"a": 3, "id_d": 2}).fetch1() == {"a": 3, "id_d": 2, "note": "n32", "s": 3.2}
+
+
+def test_proj_ellipsis_and_excluded_attributes(schema):
+    A, D = declare(schema)
+    assert D.proj(...).heading.names == ["id_a", "id_d", "score", "note"]
+    assert D.proj(..., "-score").heading.names == ["id_a", "id_d", "note"]
+    assert (D.proj(..., "-score", "-note") & {"id_a": 1}).fetch(as_dict=True)[0] == {"id_a": 1, "id_d": 0}
+    with pytest.raises(mp.QueryError, match="cannot exclude primary key attribute 'id_d'"):
+        D.proj(..., "-id_d")
+    with pytest.raises(mp.QueryError, match="unknown attribute 'nope'"):
+        D.proj(..., "-nope")

@@ -92,10 +92,12 @@ class QueryExpression:
         return out
 
     def __and__(self, condition: Any) -> QueryExpression:
+        condition = _normalize(condition)
         self._check_condition(condition)
         return self._restricted(condition)
 
     def __sub__(self, condition: Any) -> QueryExpression:
+        condition = _normalize(condition)
         self._check_condition(condition)
         return self._restricted(Not(condition))
 
@@ -527,6 +529,19 @@ def _order_term(alias: sql.Identifier, heading: Heading, term: str) -> sql.Compo
     if name not in heading or direction not in ("ASC", "DESC") or len(parts) > 2:
         raise QueryError(f"invalid order_by term {term!r}: use 'attribute [ASC|DESC]'")
     return sql.SQL("{} {}").format(_col(alias, name), sql.SQL(direction))
+
+
+def _normalize(condition: Any) -> Any:
+    """Restrictions DataJoint takes as an OR of their elements, as a list: a record array (what
+    ``fetch()`` returns: one record per element), a set or frozenset; nested in lists too."""
+    if isinstance(condition, np.ndarray) and condition.dtype.names:
+        return list(condition.ravel())
+    if isinstance(condition, (set, frozenset)):
+        return [_normalize(c) for c in condition]
+    if isinstance(condition, (list, tuple)) and any(
+            isinstance(c, (np.ndarray, set, frozenset)) for c in condition):
+        return [_normalize(c) for c in condition]
+    return condition
 
 
 def _condition_names(condition: Any) -> list[str]:

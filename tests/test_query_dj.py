@@ -1,8 +1,10 @@
 """Query habits of DataJoint users (its test_relational_operand.py / test_fetch.py intents):
-renaming projections keep the key's order, ``proj(..., "-attr")``."""
+renaming projections keep the key's order, ``proj(..., "-attr")``, restricting by a fetched
+record array and by a set."""
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 
 import mp_dagster as mp
@@ -52,3 +54,25 @@ def test_proj_ellipsis_and_excluded_attributes(schema):
         D.proj(..., "-id_d")
     with pytest.raises(mp.QueryError, match="unknown attribute 'nope'"):
         D.proj(..., "-nope")
+
+
+def test_restrict_by_a_fetched_record_array(schema):
+    A, D = declare(schema)
+    records = (A & {"cond_in_a": 1}).fetch()
+    assert isinstance(records, np.ndarray) and records.dtype.names == ("id_a", "cond_in_a")
+    ids = sorted(records["id_a"].tolist())
+    assert sorted(set((D & records).fetch("id_a").tolist())) == ids
+    assert len(D - records) == 40 - 4 * len(ids)
+    assert len(A & records[:1]) == 1 and len(A & records[0]) == 1
+    assert len(D & records[:0]) == 0  # an empty record array restricts to nothing, like []
+    assert len(D & [records[:1], {"id_a": 9}]) == 8
+
+
+def test_restrict_by_a_set(schema):
+    A, D = declare(schema)
+    either = {A & {"id_a": 1}, A & {"id_a": 2}}  # OR of its elements, as DataJoint does
+    assert sorted(set((D & either).fetch("id_a").tolist())) == [1, 2]
+    assert len(D - either) == 32
+    assert len(D & frozenset()) == 0
+    with pytest.raises(mp.QueryError, match="cannot restrict by int"):
+        D & {1, 2}

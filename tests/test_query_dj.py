@@ -76,3 +76,20 @@ def test_restrict_by_a_set(schema):
     assert len(D & frozenset()) == 0
     with pytest.raises(mp.QueryError, match="cannot restrict by int"):
         D & {1, 2}
+
+
+def test_a_dropped_table_raises_the_librarys_error_naming_it(schema):
+    A, D = declare(schema)
+    query, instance = D & {"id_a": 1}, D()
+    D.drop()
+    checks = [lambda: D.fetch(), lambda: len(D), lambda: len(query), lambda: instance.fetch(as_dict=True),
+              lambda: query.fetch1(), lambda: len(D & {"id_a": 1}), lambda: len(A & D),
+              lambda: D.insert1((1, 1, 0.5, "x")), lambda: instance.insert([(1, 1, 0.5, "x")]),
+              lambda: query.delete(prompt=False), lambda: D.heading]
+    for check in checks:
+        with pytest.raises(mp.QueryError, match=rf"{schema.name}\.d \(.*D\) was dropped"):
+            check()
+    assert len(A) == 10  # others work as before
+    A.drop()
+    with pytest.raises(mp.QueryError, match=r"\.a \(.*A\) was dropped"):
+        A.fetch()

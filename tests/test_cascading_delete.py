@@ -288,7 +288,7 @@ def test_delete_from_a_lookup_referenced_by_a_part(schema):
         name : varchar(70)
         """
 
-        class Link(mp.Part):  # DataJoint names it Website too: see test_declare_dj.py
+        class Link(mp.Part):  # DataJoint names it Website too (#365): not declarable here yet
             definition = """
             -> master
             -> Website

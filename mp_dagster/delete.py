@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import sys
 import time
+import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -17,104 +18,199 @@ from psycopg import sql
 
 from . import dependencies
 from .errors import MPError, PartIntegrityError
-from .expression import KeyProjection, QueryExpression
+from .expression import RenderContext
 
 if TYPE_CHECKING:
     from .table import Table
 
 PART_INTEGRITY = ("enforce", "cascade", "ignore")
-DELETE_BATCH = 1000
 DELETE_ATTEMPTS = 5  # a delete racing with writers of dependent rows is retried this often
 
 
 @dataclass
 class CascadePlan:
-    """Restricted expressions per table, leaves first (the order rows are deleted in)."""
+    """Rows per table that a delete takes, leaves first (the order rows are deleted in)."""
 
     target: type[Table]
-    steps: list[tuple[type[Table], QueryExpression]]
+    steps: list[tuple[type[Table], int]]
 
-    def counts(self) -> list[tuple[type[Table], QueryExpression, int]]:
-        return [(t, e, len(e)) for t, e in self.steps]
+    def counts(self) -> list[tuple[type[Table], int]]:
+        return list(self.steps)
 
     def preview(self) -> str:
         lines = [f"delete from {self.target.full_name} would remove:"]
-        for t, _, n in self.counts():
+        for t, n in self.steps:
             lines.append(f"  {n:>8}  {t.full_name}" + ("  (part)" if t.master is not None else ""))
         return "\n".join(lines)
 
 
+class KeySet:
+    """The primary keys of one table's rows to delete, materialized in a temporary table.
+
+    Key sets only grow while a plan is worked out; each statement that grows one reads other
+    key sets (never nested subqueries of subqueries), so the SQL has a bounded size whatever
+    the depth of the graph or the number of rounds."""
+
+    def __init__(self, table: type[Table], name: str) -> None:
+        self.table = table
+        self.pk = table._definition.heading.primary_key
+        self.ident = sql.Identifier(name)
+        self.index = sql.Identifier(name + "_k")
+        self.count = 0
+
+    def columns(self, alias: sql.Composable | None = None) -> sql.Composable:
+        return sql.SQL(", ").join(_col(alias, a) for a in self.pk)
+
+    def create(self, backend: Any) -> None:
+        t = self.table
+        temp = sql.SQL(" ON COMMIT DROP") if backend.name == "postgres" else sql.SQL("")
+        backend.execute(sql.SQL("CREATE TEMPORARY TABLE {}{} AS SELECT {} FROM {} WHERE 1 = 0").format(
+            self.ident, temp, self.columns(), backend.table_ident(t.schema.name, t.table_name)))
+        backend.execute(sql.SQL("CREATE UNIQUE INDEX {} ON {} ({})").format(self.index, self.ident, self.columns()))
+
+    def add(self, backend: Any, source: sql.Composable, params: Any = None) -> None:
+        """Add the keys ``source`` selects (the primary key's columns, in order) that are new."""
+        s, d = sql.Identifier("s"), sql.Identifier("d")
+        backend.execute(sql.SQL(
+            "INSERT INTO {k} ({cols}) SELECT DISTINCT {scols} FROM ({source}) AS s "
+            "WHERE NOT EXISTS (SELECT 1 FROM {k} AS d WHERE {match})"
+        ).format(k=self.ident, cols=self.columns(), scols=self.columns(s), source=source,
+                 match=_match(d, self.pk, s, self.pk)), params)
+
+    def recount(self, backend: Any) -> int:
+        self.count = int(backend.execute(sql.SQL("SELECT count(*) FROM {}").format(self.ident))[0][0])
+        return self.count
+
+    def drop(self, backend: Any) -> None:
+        backend.execute(sql.SQL("DROP TABLE IF EXISTS {}").format(self.ident))
+
+
+def _col(alias: sql.Composable | None, name: str) -> sql.Composable:
+    return sql.Identifier(name) if alias is None else sql.SQL("{}.{}").format(alias, sql.Identifier(name))
+
+
+def _match(a: sql.Composable, a_names: Any, b: sql.Composable, b_names: Any) -> sql.Composable:
+    return sql.SQL(" AND ").join(
+        sql.SQL("{} = {}").format(_col(a, x), _col(b, y)) for x, y in zip(a_names, b_names))
+
+
 def cascade_plan(expr: Table, part_integrity: str = "enforce") -> CascadePlan:
-    """What deleting ``expr`` (a restricted table) takes with it.
+    """What deleting ``expr`` (a restricted table) takes with it (runs in a transaction of its own,
+    or the caller's: see :func:`_plan`)."""
+    backend = type(expr).schema.backend
+    with backend.transaction():
+        keysets, plan = _plan(expr, part_integrity)
+        _drop(backend, keysets)
+    return plan
+
+
+def _plan(expr: Table, part_integrity: str) -> tuple[dict[str, KeySet], CascadePlan]:
+    """The key sets of every table a delete of ``expr`` reaches, and the counts (leaves first).
 
     ``part_integrity``: ``"enforce"`` refuses a delete that would remove part rows without
     their master entry (including a delete from a part); ``"cascade"`` takes those master entries
     too (and what depends on them); ``"ignore"`` deletes the part rows alone.
+
+    Rounds: the key sets are propagated down the foreign keys (parents before children; an edge
+    runs again only when its parent's key set grew), then parts whose master entries are not all
+    taken either refuse (enforce) or add those master keys (cascade) -- a fixed point over the
+    master entries the cascade pulls in; it ends because key sets only grow and are finite.
+    Must run inside a transaction (the key sets are temporary tables).
     """
     if part_integrity not in PART_INTEGRITY:
         raise MPError(f"part_integrity must be one of {PART_INTEGRITY}, not {part_integrity!r}")
     target = type(expr)
-    seeds: dict[str, list[QueryExpression]] = {target.full_name: [expr]}
-    classes: dict[str, type[Table]] = {target.full_name: target}
+    backend = target.schema.backend
     if target.master is not None and part_integrity == "enforce":
         raise PartIntegrityError(
             f"{target.full_name} is a part of {target.master.full_name}: delete from the master "
             f"({target.master.__qualname__} & key).delete(), or pass part_integrity='cascade' to "
             "delete the whole master entries"
         )
-    for _ in range(100):  # each round adds master entries; the graph is finite
-        steps = _propagate(seeds, classes)
-        if part_integrity == "ignore":
-            break
-        added = False
-        by_name = {t.full_name: e for t, e in steps}
-        for t, e in steps:
-            master = t.master
-            if master is None:
-                continue
-            pk = master._definition.heading.primary_key
-            orphans = e - by_name[master.full_name] if master.full_name in by_name else e
-            if not orphans:
-                continue
-            if part_integrity == "enforce":
-                raise PartIntegrityError(
-                    f"deleting from {target.full_name} would remove rows of part {t.full_name} without "
-                    f"their master {master.full_name}; delete from the master or pass "
-                    "part_integrity='cascade'"
-                )
-            seeds.setdefault(master.full_name, []).append(master() & KeyProjection(orphans, pk))
-            classes[master.full_name] = master
-            added = True
-        if not added:
-            break
-    return CascadePlan(target=target, steps=steps)
+    prefix = f"mp_del_{uuid.uuid4().hex[:12]}_"
+    keysets: dict[str, KeySet] = {}
+    try:
+        def reach(table: type[Table]) -> None:
+            frontier = [table]
+            while frontier:
+                t = frontier.pop()
+                if t.full_name in keysets:
+                    continue
+                keysets[t.full_name] = ks = KeySet(t, f"{prefix}{len(keysets)}")
+                ks.create(backend)
+                frontier.extend(child for child, _ in dependencies.children(t))
+
+        reach(target)
+        ctx = RenderContext()
+        keysets[target.full_name].add(backend, expr._select(ctx, target._definition.heading.primary_key), ctx.params)
+        edge_seen: dict[tuple[str, int], int] = {}
+        while True:
+            order = dependencies.topological(ks.table for ks in keysets.values())
+            for t in order:
+                ks = keysets[t.full_name]
+                for i, fk in enumerate(t._definition.foreign_keys):
+                    parent = keysets.get(fk.parent.full_name)
+                    if parent is None or not parent.count or edge_seen.get((t.full_name, i)) == parent.count:
+                        continue
+                    edge_seen[(t.full_name, i)] = parent.count
+                    ks.add(backend, _children_of(backend, t, fk, parent))
+                ks.recount(backend)
+            if part_integrity == "ignore":
+                break
+            added = False
+            for t in order:
+                master, ks = t.master, keysets[t.full_name]
+                if master is None or not ks.count:
+                    continue
+                mks = keysets.get(master.full_name)
+                pk = master._definition.heading.primary_key
+                # compared on the master's primary key only: a part and its master may share
+                # secondary attributes (both ``-> L``) whose values differ
+                o, d = sql.Identifier("o"), sql.Identifier("d")
+                orphans = sql.SQL("SELECT {} FROM {} AS o{}").format(
+                    sql.SQL(", ").join(_col(o, a) for a in pk), ks.ident,
+                    sql.SQL("") if mks is None else sql.SQL(" WHERE NOT EXISTS (SELECT 1 FROM {} AS d WHERE {})").format(
+                        mks.ident, _match(d, pk, o, pk)))
+                if mks is not None and not backend.execute(sql.SQL("SELECT EXISTS ({})").format(orphans))[0][0]:
+                    continue
+                if part_integrity == "enforce":
+                    raise PartIntegrityError(
+                        f"deleting from {target.full_name} would remove rows of part {t.full_name} without "
+                        f"their master {master.full_name}; delete from the master or pass "
+                        "part_integrity='cascade'"
+                    )
+                if mks is None:
+                    reach(master)
+                    mks = keysets[master.full_name]
+                mks.add(backend, orphans)
+                mks.recount(backend)
+                added = True
+            if not added:
+                break
+        order = dependencies.topological(ks.table for ks in keysets.values())
+        plan = CascadePlan(target=target, steps=[(t, keysets[t.full_name].count) for t in reversed(order)])
+    except BaseException as exc:
+        if isinstance(exc, MPError) or not backend.errors_abort_transaction:
+            _drop(backend, keysets)  # else the rollback takes the temporary tables
+        raise
+    return keysets, plan
 
 
-def _propagate(
-    seeds: dict[str, list[QueryExpression]], classes: dict[str, type[Table]]
-) -> list[tuple[type[Table], QueryExpression]]:
-    """Restrict every descendant of the seeds by its parents' restricted rows; leaves first."""
-    tables: dict[str, type[Table]] = dict(classes)
-    frontier = list(classes.values())
-    while frontier:
-        t = frontier.pop()
-        for child, _ in dependencies.children(t):
-            if child.full_name not in tables:
-                tables[child.full_name] = child
-                frontier.append(child)
-    restricted: dict[str, QueryExpression] = {}
-    for t in dependencies.topological(tables.values()):
-        conditions: list[Any] = list(seeds.get(t.full_name, []))
-        for fk in t._definition.foreign_keys:
-            parent = restricted.get(fk.parent.full_name)
-            if parent is not None:
-                conditions.append(KeyProjection(parent, fk.attributes))
-        if not conditions:
-            continue
-        restricted[t.full_name] = conditions[0] if len(conditions) == 1 and isinstance(
-            conditions[0], QueryExpression) and type(conditions[0]) is t else t() & conditions
-    order = dependencies.topological(tables[n] for n in restricted)
-    return [(t, restricted[t.full_name]) for t in reversed(order)]
+def _children_of(backend: Any, table: type[Table], fk: Any, parent: KeySet) -> sql.Composable:
+    """``SELECT`` of the primary keys of ``table``'s rows whose foreign key ``fk`` points into
+    ``parent``'s key set."""
+    c, p = sql.Identifier("c"), sql.Identifier("p")
+    pk = table._definition.heading.primary_key
+    parent_names = getattr(fk, "parent_attributes", None) or fk.attributes
+    return sql.SQL("SELECT {} FROM {} AS c WHERE EXISTS (SELECT 1 FROM {} AS p WHERE {})").format(
+        sql.SQL(", ").join(_col(c, a) for a in pk),
+        backend.table_ident(table.schema.name, table.table_name),
+        parent.ident, _match(p, parent_names, c, fk.attributes))
+
+
+def _drop(backend: Any, keysets: dict[str, KeySet]) -> None:
+    for ks in keysets.values():
+        ks.drop(backend)
 
 
 def delete(
@@ -150,12 +246,13 @@ def delete(
         deleted = 0
         try:
             with backend.transaction():
-                # keys first, all of them, before any row goes: later restrictions read earlier tables
-                keysets = [(t, e.fetch("KEY")) for t, e in cascade_plan(expr, part_integrity).steps]
-                for t, keys in keysets:
-                    _delete_keys(t, keys)
-                    if t is target:
-                        deleted = len(keys)
+                # every key set first, before any row goes: later key sets read earlier tables
+                keysets, plan = _plan(expr, part_integrity)
+                for t, n in plan.steps:
+                    if n:
+                        _delete_keys(t, keysets[t.full_name])
+                deleted = keysets[target.full_name].count
+                _drop(backend, keysets)
         except Exception as exc:
             if backend.integrity_kind(exc) != "foreign_key":
                 raise
@@ -172,20 +269,12 @@ def delete(
     raise AssertionError("unreachable")  # pragma: no cover
 
 
-def _delete_keys(table: type[Table], keys: list[dict[str, Any]]) -> None:
-    if not keys:
-        return
+def _delete_keys(table: type[Table], keys: KeySet) -> None:
+    """Delete ``table``'s rows whose primary key is in ``keys`` (one statement)."""
     backend = table.schema.backend
-    pk = table._definition.heading.primary_key
-    query = sql.SQL("DELETE FROM {} WHERE {}").format(
-        backend.table_ident(table.schema.name, table.table_name),
-        sql.SQL(" AND ").join(sql.SQL("{} = {}").format(sql.Identifier(k), sql.Placeholder()) for k in pk),
-    )
-    rows = [[k[a] for a in pk] for k in keys]
-    heading = table._definition.heading
-    if backend.needs_adapt([heading[a] for a in pk]):
-        rows = [backend.adapt_row([heading[a] for a in pk], r, table.full_name) for r in rows]
-    backend.execute_many(query, rows)
+    ident = backend.table_ident(table.schema.name, table.table_name)
+    backend.execute(sql.SQL("DELETE FROM {} WHERE EXISTS (SELECT 1 FROM {} AS d WHERE {})").format(
+        ident, keys.ident, _match(sql.Identifier("d"), keys.pk, ident, keys.pk)))
 
 
 def _ask(preview: str) -> bool:

@@ -92,10 +92,12 @@ class QueryExpression:
         return out
 
     def __and__(self, condition: Any) -> QueryExpression:
+        condition = _normalize(condition)
         self._check_condition(condition)
         return self._restricted(condition)
 
     def __sub__(self, condition: Any) -> QueryExpression:
+        condition = _normalize(condition)
         self._check_condition(condition)
         return self._restricted(Not(condition))
 
@@ -529,6 +531,19 @@ def _order_term(alias: sql.Identifier, heading: Heading, term: str) -> sql.Compo
     return sql.SQL("{} {}").format(_col(alias, name), sql.SQL(direction))
 
 
+def _normalize(condition: Any) -> Any:
+    """Restrictions DataJoint takes as an OR of their elements, as a list: a record array (what
+    ``fetch()`` returns: one record per element), a set or frozenset; nested in lists too."""
+    if isinstance(condition, np.ndarray) and condition.dtype.names:
+        return list(condition.ravel())
+    if isinstance(condition, (set, frozenset)):
+        return [_normalize(c) for c in condition]
+    if isinstance(condition, (list, tuple)) and any(
+            isinstance(c, (np.ndarray, set, frozenset)) for c in condition):
+        return [_normalize(c) for c in condition]
+    return condition
+
+
 def _condition_names(condition: Any) -> list[str]:
     if isinstance(condition, np.void):
         return list(condition.dtype.names or ())
@@ -554,29 +569,38 @@ class Projection(QueryExpression):
     def __init__(self, source: QueryExpression, attributes: Sequence[str], renames: Mapping[str, str]) -> None:
         self.source = source
         heading = source.heading
-        keep = list(heading.primary_key)
-        for a in attributes:
-            if a == "*":
-                keep += heading.secondary
-            elif a not in heading:
-                raise QueryError(f"{source.name}: cannot project unknown attribute {a!r}")
-            else:
-                keep.append(a)
-        keep = list(dict.fromkeys(keep))
-        self._renames: dict[str, str] = {}
-        attrs: dict[str, Attribute] = {}
-        renamed_sources = set(renames.values())
         for old in renames.values():
             if old not in heading:
                 raise QueryError(f"{source.name}: cannot rename unknown attribute {old!r}")
-        for n in keep:
-            if n in renamed_sources:
-                continue
-            attrs[n] = heading[n]
+        renamed: dict[str, list[str]] = {}
         for new, old in renames.items():
-            a = heading[old]
-            attrs[new] = Attribute(new, a.type, a.in_key, a.nullable, a.default, a.has_default, a.comment)
-            self._renames[new] = old
+            renamed.setdefault(old, []).append(new)
+        keep = list(heading.primary_key)
+        excluded = []
+        for a in attributes:
+            if a is Ellipsis or a == "*":  # DataJoint's proj(...): every attribute
+                keep += heading.secondary
+            elif isinstance(a, str) and a.startswith("-"):  # proj(..., "-attr"): all but attr
+                name = a[1:].strip()
+                if name not in heading:
+                    raise QueryError(f"{source.name}: cannot exclude unknown attribute {name!r}")
+                if heading[name].in_key:
+                    raise QueryError(f"{source.name}: cannot exclude primary key attribute {name!r}")
+                excluded.append(name)
+            elif not isinstance(a, str) or a not in heading:
+                raise QueryError(f"{source.name}: cannot project unknown attribute {a!r}")
+            else:
+                keep.append(a)
+        keep = [n for n in dict.fromkeys(keep + [old for old in renamed if old not in keep]) if n not in excluded]
+        self._renames: dict[str, str] = {}
+        attrs: dict[str, Attribute] = {}
+        for n in keep:  # a renamed attribute keeps its place (in the primary key too)
+            for new in renamed.get(n, [n]):
+                a = heading[n]
+                attrs[new] = a if new == n else Attribute(
+                    new, a.type, a.in_key, a.nullable, a.default, a.has_default, a.comment)
+                if new != n:
+                    self._renames[new] = n
         self._heading = Heading.key_first(attrs)
 
     @property

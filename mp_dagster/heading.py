@@ -275,8 +275,8 @@ class Heading:
 
 def _to_int(attr: Attribute, value: Any) -> int:
     if isinstance(value, (bool, np.bool_)):
-        raise ValueError(f"expected an integer, got bool {value!r}")
-    if isinstance(value, (int, np.integer)):
+        out = int(value)  # True/False are stored as 1/0, as DataJoint stores them
+    elif isinstance(value, (int, np.integer)):
         out = int(value)
     elif isinstance(value, (float, np.floating)) and float(value).is_integer():
         out = int(value)
@@ -449,8 +449,8 @@ def to_sql_value(table: str, attr: Attribute, value: Any) -> Any:
         raise DataError(f"{table}.{attr.name}: NULL is not allowed (the attribute is not nullable)")
     try:
         return _CONVERTERS[attr.type.name](attr, value)
-    except DataError as exc:
-        raise DataError(f"{table}.{attr.name}: {exc}") from None
+    except DataError as exc:  # keeps its kind (BlobError)
+        raise type(exc)(f"{table}.{attr.name}: {exc}") from None
     except ValueError as exc:
         raise DataError(f"{table}.{attr.name}: {exc}") from None
 
@@ -473,7 +473,8 @@ def fast_converter(table: str, attr: Attribute) -> Callable[[Any], Any]:
             try:
                 return pack(value)
             except (DataError, ValueError) as exc:  # as to_sql_value words them
-                raise DataError(f"{table}.{attr.name}: {exc}") from None
+                error = type(exc) if isinstance(exc, DataError) else DataError
+                raise error(f"{table}.{attr.name}: {exc}") from None
 
         return to_blob
     if name in INT_RANGES:

@@ -203,6 +203,7 @@ class Schema:
         cls.table_name = table_name
         cls._definition = definition
         cls._declared_name = full_name
+        cls._dropped_name = None
         if known is None:
             if not self.create_tables:
                 raise DeclarationError(f"{full_name}: table does not exist and create_tables=False")
@@ -220,7 +221,7 @@ class Schema:
                 self.backend.delete_meta(self.name, t.table_name)
         for t in [cls, *cls.parts]:
             dependencies.unregister(t.full_name)
-            t._declared_name = None
+            t._dropped_name, t._declared_name = t._declared_name, None
         self.tables = [t for t in self.tables if t is not cls]
 
     def drop(self, force: bool = False) -> None:
@@ -231,7 +232,7 @@ class Schema:
         for t in list(dependencies.all_tables()):
             if t.schema is self or t.full_name.startswith(self.name + "."):
                 dependencies.unregister(t.full_name)
-                t._declared_name = None
+                t._dropped_name, t._declared_name = t._declared_name, None
         self.tables = []
 
     def list_tables(self) -> list[str]:

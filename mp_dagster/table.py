@@ -24,6 +24,7 @@ from .errors import (
     DuplicateError,
     MakeError,
     MissingParentError,
+    QueryError,
 )
 from .expression import QueryExpression, RenderContext
 from .heading import Attribute, Heading, default_sql_value, to_sql_value
@@ -45,7 +46,8 @@ class TableMeta(type):
     """Lets the class stand for its table: ``Image & key``, ``len(Image)``, ``Image.fetch()``."""
 
     def __getattribute__(cls, name: str) -> Any:
-        if name in CLASS_LEVEL and type.__getattribute__(cls, "_declared_name") is not None:
+        if name in CLASS_LEVEL and (type.__getattribute__(cls, "_declared_name") is not None
+                                    or type.__getattribute__(cls, "_dropped_name") is not None):
             return getattr(cls(), name)
         return type.__getattribute__(cls, name)
 
@@ -98,11 +100,14 @@ class Table(QueryExpression, metaclass=TableMeta):
     parts: ClassVar[list[type[Table]]] = []
     _definition: ClassVar[TableDefinition]
     _declared_name: ClassVar[str | None] = None  # "schema.table" once declared
+    _dropped_name: ClassVar[str | None] = None  # "schema.table" after drop()
 
     # -- identity --------------------------------------------------------------------------
     @classmethod
     def _full_name(cls) -> str:
         if cls._declared_name is None:
+            if cls._dropped_name is not None:
+                raise QueryError(f"{cls._dropped_name} ({cls.__qualname__}) was dropped: declare it again to use it")
             raise DeclarationError(f"{cls.__qualname__} is not declared: decorate it with a Schema")
         return cls._declared_name
 
@@ -128,6 +133,8 @@ class Table(QueryExpression, metaclass=TableMeta):
 
     def _from(self, ctx: RenderContext) -> sql.Composable:
         cls = type(self)
+        if cls._declared_name is None:
+            cls._full_name()  # raises: not declared, or dropped
         return self.backend.table_ident(cls.schema.name, cls.table_name)
 
     def describe(self) -> str:
@@ -310,7 +317,7 @@ class Table(QueryExpression, metaclass=TableMeta):
         """Rows that ``delete`` would remove, per table (``schema.table`` -> count), leaves first."""
         from .delete import cascade_plan
 
-        return {t.full_name: n for t, _, n in cascade_plan(self, part_integrity=part_integrity).counts()}
+        return {t.full_name: n for t, n in cascade_plan(self, part_integrity=part_integrity).counts()}
 
     def drop(self) -> None:
         """Drop this table (and its parts). Refused while other tables reference it."""

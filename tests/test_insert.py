@@ -364,7 +364,6 @@ BAD_VALUES = [
     pytest.param({"level": "LOW"}, "level", id="enum-wrong-case"),
     pytest.param({"small": "5"}, "small", id="str-into-int"),
     pytest.param({"small": 1.5}, "small", id="fraction-into-int"),
-    pytest.param({"small": True}, "small", id="bool-into-int"),
     pytest.param({"small": [1]}, "small", id="list-into-int"),
     pytest.param({"sample_id": "1"}, "sample_id", id="str-into-int-key"),
     pytest.param({"note": ["a", "b"]}, "note", id="list-into-varchar"),
@@ -1116,3 +1115,80 @@ def test_restriction_with_a_bad_value_or_kind(schema):
     with raises_naming(mp.QueryError, table):
         Image & 42  # noqa: B018
     assert len(Image) == 4
+
+
+# -- skip_duplicates skips primary-key duplicates only (DataJoint's test_skip_duplicates.py, #1049)
+
+
+def declare_item(schema):
+    @schema
+    class Item(mp.Manual):
+        definition = """
+        item_id : int
+        ---
+        name : varchar(100)
+        email : varchar(100)
+        unique index (email)
+        """
+
+    Item.insert1(dict(item_id=1, name="Alice", email="alice@example.com"))
+    return Item
+
+
+def test_skip_duplicates_skips_an_existing_primary_key(schema):
+    Item = declare_item(schema)
+    Item.insert1(dict(item_id=1, name="Bob", email="bob@example.com"), skip_duplicates=True)
+    assert (Item & {"item_id": 1}).fetch1() == dict(item_id=1, name="Alice", email="alice@example.com")
+
+
+@pytest.mark.parametrize("n_rows", [1, 40])  # 40: the batch paths (VALUES lists, COPY fallback)
+def test_skip_duplicates_raises_on_a_unique_index_violation_of_a_new_key(schema, n_rows):
+    Item = declare_item(schema)
+    rows = [dict(item_id=100 + i, name="x", email=f"x{i}@example.com") for i in range(n_rows - 1)]
+    rows.append(dict(item_id=2, name="Bob", email="alice@example.com"))
+    with pytest.raises(mp.DuplicateError, match=r"item.*email"):
+        Item.insert(rows, skip_duplicates=True)
+    assert Item.fetch("item_id").tolist() == [1]  # nothing written
+    Item.insert([dict(item_id=1, name="B", email="b@example.com"), dict(item_id=3, name="C", email="c@x.org")],
+                skip_duplicates=True)
+    assert Item.fetch("item_id").tolist() == [1, 3]
+
+
+def test_bools_into_integer_attributes_are_stored_as_1_and_0(schema):
+    """DataJoint stores True/False in integer attributes (its cond_in_a : tinyint contents)."""
+
+    @schema
+    class Flag(mp.Manual):
+        definition = """
+        flag_id : int
+        ---
+        flag : tinyint
+        count : uint8
+        """
+
+    Flag.insert([(1, True, np.True_), (2, False, np.False_)])
+    Flag.insert([dict(flag_id=i, flag=bool(i % 2), count=i) for i in range(3, 40)])  # batch path
+    assert Flag.fetch("flag", limit=2).tolist() == [1, 0]
+    assert (Flag & {"flag_id": 1}).fetch1("count") == 1
+    assert len(Flag & {"flag": True}) == 20 and len(Flag & {"flag": False}) == 19
+
+
+@pytest.mark.parametrize("value", [range(4), np.zeros(2, dtype=[("a", "i4"), ("b", "f8")])],
+                         ids=["range", "structured-array"])
+def test_blob_values_the_codec_refuses_are_named(schema, value):
+    """Documented in README "For DataJoint users": convert with list(...) / np.arange, or store
+    a structured array's fields as a dict of arrays."""
+
+    @schema
+    class Store(mp.Manual):
+        definition = """
+        store_id : int
+        ---
+        data : longblob
+        """
+
+    with pytest.raises(mp.BlobError, match=r"store\.data: cannot encode"):
+        Store.insert1((1, value))
+    assert len(Store) == 0
+    Store.insert1((1, list(range(4)) if isinstance(value, range) else {n: value[n] for n in value.dtype.names}))
+    assert len(Store) == 1

@@ -23,6 +23,13 @@ from ..heading import Attribute
 META_TABLE = "_mp_tables"  # per schema: tier and structural spec of every declared table
 
 
+def skip_primary_key_duplicates(attrs: Sequence[Attribute]) -> sql.Composable:
+    """``ON CONFLICT (primary key) DO NOTHING``: only rows whose primary key exists are skipped; a
+    new key that violates a unique index is still an error (DataJoint #1049)."""
+    return sql.SQL(" ON CONFLICT ({}) DO NOTHING").format(
+        sql.SQL(", ").join(sql.Identifier(a.name) for a in attrs if a.in_key))
+
+
 class Backend(ABC):
     """One database connection per (process, thread); reconnects after the connection is lost."""
 
@@ -237,7 +244,7 @@ class Backend(ABC):
             self.table_ident(schema, table),
             sql.SQL(", ").join(sql.Identifier(a.name) for a in attrs),
             sql.SQL(", ").join(sql.Placeholder() * len(attrs)),
-            sql.SQL(" ON CONFLICT DO NOTHING") if skip_duplicates else sql.SQL(""),
+            skip_primary_key_duplicates(attrs) if skip_duplicates else sql.SQL(""),
         )
         if self.needs_adapt(attrs):
             rows = [self.adapt_row(attrs, r, f"{schema}.{table}") for r in rows]

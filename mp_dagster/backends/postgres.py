@@ -16,7 +16,7 @@ from psycopg.pq import Format
 from ..errors import ConnectionError as MPConnectionError
 from ..errors import MPError
 from ..heading import Attribute
-from .base import Backend
+from .base import Backend, skip_primary_key_duplicates
 
 _COLUMN_TYPES = {
     "int8": "smallint",
@@ -440,7 +440,7 @@ class PostgresBackend(Backend):
                         self.table_ident(schema, table),
                         sql.SQL(", ").join(sql.Identifier(n) for n in names),
                         sql.SQL(", ").join([row] * len(part)),
-                        sql.SQL(" ON CONFLICT DO NOTHING") if skip_duplicates else sql.SQL(""),
+                        skip_primary_key_duplicates(attrs) if skip_duplicates else sql.SQL(""),
                     ).as_string(None)
                     if len(self._values_statements) < 4096:
                         self._values_statements[key] = query

@@ -10,13 +10,13 @@ from typing import Any
 import psycopg
 from psycopg import errors as pg_errors
 from psycopg import sql
-from psycopg.adapt import Loader, PyFormat
-from psycopg.pq import Format
+from psycopg.adapt import PyFormat
 
 from ..errors import ConnectionError as MPConnectionError
 from ..errors import MPError
 from ..heading import Attribute
 from .base import Backend, skip_primary_key_duplicates
+from .psycopg_wire import JsonbBinaryTextLoader, JsonbTextLoader, is_read, pipelined
 
 _COLUMN_TYPES = {
     "int8": "smallint",
@@ -71,52 +71,6 @@ _TRY_LOCK = b"SELECT pg_try_advisory_lock(%s)"
 _UNLOCK = b"SELECT pg_advisory_unlock(%s)"
 
 
-def _is_read(query: Any) -> bool:
-    """A SELECT: safe to send again on a new connection (it changed nothing)."""
-    if isinstance(query, sql.Composable):
-        text = query.as_string(None)
-    elif isinstance(query, (bytes, bytearray)):
-        text = bytes(query).decode(errors="replace")
-    else:
-        text = str(query)
-    return text.lstrip().upper().startswith("SELECT")
-
-
-def _pipelined(conn: psycopg.Connection, send: Callable[[], Any]) -> Any:
-    """``send()``'s statements in one pipeline (one round trip); the first error is raised.
-
-    Statements in a pipeline are never prepared: when one of them fails, the server skips the
-    rest, yet psycopg would count a skipped statement it chose to prepare as prepared, and
-    every later use of it on this connection would fail ("prepared statement ... does not
-    exist"). And an error raised inside the block is caught there, so that psycopg does not
-    log a second one ("error ignored terminating ... pipeline aborted") while closing it."""
-    first: psycopg.Error | None = None
-    result = None
-    try:
-        with conn.pipeline():
-            try:
-                result = send()
-            except psycopg.Error as exc:
-                first = exc
-    except psycopg.Error as exc:
-        raise (first or exc) from None
-    if first is not None:
-        raise first
-    return result
-
-
-class _JsonbTextLoader(Loader):
-    def load(self, data: Any) -> str:
-        return bytes(data).decode()
-
-
-class _JsonbBinaryTextLoader(Loader):
-    format = Format.BINARY
-
-    def load(self, data: Any) -> str:
-        return bytes(data)[1:].decode()  # binary jsonb is a version byte (1) and the text
-
-
 class PostgresBackend(Backend):
     name = "postgres"
     errors_abort_transaction = True
@@ -139,8 +93,8 @@ class PostgresBackend(Backend):
         conn.adapters.register_dumper(bytes, conn.adapters.get_dumper(bytes, PyFormat.BINARY))
         # jsonb comes back as its JSON text, decoded once by the heading as on SQLite (psycopg's
         # own loader would decode it, and a JSON string would then be decoded twice)
-        conn.adapters.register_loader("jsonb", _JsonbTextLoader)
-        conn.adapters.register_loader("jsonb", _JsonbBinaryTextLoader)
+        conn.adapters.register_loader("jsonb", JsonbTextLoader)
+        conn.adapters.register_loader("jsonb", JsonbBinaryTextLoader)
         return conn
 
     def _is_closed(self, conn: psycopg.Connection) -> bool:
@@ -194,7 +148,7 @@ class PostgresBackend(Backend):
             if cur is not None:
                 cur.execute(query, params, prepare=False)
 
-        _pipelined(conn, send_all)
+        pipelined(conn, send_all)
         return cur
 
     def _cursor(self, conn: psycopg.Connection, binary: bool) -> psycopg.Cursor:
@@ -271,7 +225,7 @@ class PostgresBackend(Backend):
             if not self.is_connection_error(exc):
                 raise
             lost = self._lost(exc)
-            if _retry and not in_transaction and _is_read(query):
+            if _retry and not in_transaction and is_read(query):
                 return self.execute(query, params, binary, _retry=False)
             raise lost from exc
 
@@ -306,7 +260,7 @@ class PostgresBackend(Backend):
             if not self.is_connection_error(exc):
                 raise
             lost = self._lost(exc)
-            if _retry and not in_transaction and _is_read(query):
+            if _retry and not in_transaction and is_read(query):
                 return self.execute_rows(query, params, convert, binary, _retry=False)
             raise lost from exc
 
@@ -486,7 +440,7 @@ class PostgresBackend(Backend):
                         return (c.execute(_TRY_LOCK, (lock_id,), prepare=False),
                                 c.execute(written[0], written[1], prepare=False))
 
-                    lock, exists = _pipelined(conn, send_both)
+                    lock, exists = pipelined(conn, send_both)
                 return bool(lock.fetchone()[0]), bool(exists.fetchone()[0])
             except psycopg.OperationalError as exc:
                 if not self.is_connection_error(exc):

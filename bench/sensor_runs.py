@@ -45,7 +45,7 @@ from dagster_dev_util import (  # noqa: E402
 DEFAULT_URL = "postgresql://postgres@127.0.0.1:5432/test"
 
 
-def measure(url: str, images: int, keys_per_run: int, timeout: float, instance_kind: str,
+def measure(url: str, images: int, keys_per_run: int | str, timeout: float, instance_kind: str,
             partial: bool = False) -> dict[str, float | int | bool]:
     """Seconds from the insert until every segmentation is written. After ``timeout`` seconds:
     an error, or with ``partial`` the figures so far (``written`` < ``images``, ``timed_out``)."""
@@ -93,7 +93,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--json", type=Path)
     args = parser.parse_args(argv)
     results = []
-    for keys_per_run in (1, args.keys_per_run):
+    for keys_per_run in (1, "auto", args.keys_per_run):
         r = measure(args.url, args.images, keys_per_run, args.timeout, args.instance)
         results.append(r)
         print(f"{r['images']} new images, {args.instance} instance, keys_per_run={keys_per_run}: {r['runs']} runs, "

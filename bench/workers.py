@@ -24,7 +24,7 @@ Measured, each on fresh tables:
   ``populate()`` processes against one (best of ``--repeat``; the subprocesses are timed from the
   barrier's release to the last one's end, so Python's start-up is not on the clock);
 * beside them, ``bench/sensor_runs.py``'s measure: new images under ``dagster dev`` (demo
-  project, SQLite instance, ``keys_per_run=1``: the defaults) until every segmentation is
+  project, SQLite instance, ``keys_per_run="auto"``: the defaults) until every segmentation is
   written, with the wait bounded by ``--sensor-timeout`` (what was written by then is reported).
 
 Targets: 0 duplicates everywhere; both speed-ups >= 1.8x. A missed target prints MISSED; the
@@ -364,9 +364,9 @@ def run_sensor(args: argparse.Namespace) -> list[dict[str, Any]]:
 
     results = []
     for images in args.sensor_images:
-        print(f"  [sensor] dagster dev, {images} new images, keys_per_run=1, sqlite instance, "
+        print(f"  [sensor] dagster dev, {images} new images, keys_per_run=auto, sqlite instance, "
               f"wait bounded at {args.sensor_timeout:g} s ...", flush=True)
-        r = measure(args.url, images, 1, args.sensor_timeout, "sqlite", partial=True)
+        r = measure(args.url, images, "auto", args.sensor_timeout, "sqlite", partial=True)
         results.append(r)
         print(f"  [sensor] {r['written']}/{images} written after {r['seconds']:.1f} s, {r['runs']} runs launched"
               + (" (bound reached)" if r["timed_out"] else ""), flush=True)

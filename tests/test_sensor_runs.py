@@ -18,7 +18,7 @@ from test_dagster import (
     run_checks,
 )
 
-from mp_dagster.dagster import RetryPolicy, build_definitions
+from mp_dagster.dagster import MasterPartTranslator, RetryPolicy, build_definitions
 from mp_dagster.dagster.sensors import decode_cursor
 
 
@@ -116,3 +116,22 @@ def test_failed_keys_are_requested_again_with_backoff_then_left_failed(schema, i
         assert asset_key(Segmentation) in {e.asset_key for e in result.get_asset_materialization_events()}
     finally:
         Segmentation.make = original
+
+
+def test_backfill_policy_comes_from_build_definitions_or_the_translator(schema):
+    Image, Segmentation = declare_imaging(schema, n_rois=1)
+
+    def policy(defs):
+        return defs.resolve_asset_graph().get(asset_key(Segmentation)).backfill_policy
+
+    assert policy(build_definitions(schema)) == dg.BackfillPolicy.single_run()  # one run, by default
+    assert policy(build_definitions(schema, max_partitions_per_run=5)) == dg.BackfillPolicy.multi_run(5)
+
+    class Slow(MasterPartTranslator):
+        def get_backfill_policy(self, table):
+            return dg.BackfillPolicy.multi_run(1) if table is Segmentation else None
+
+    assert policy(build_definitions(schema, translator=Slow(), max_partitions_per_run=5)) == \
+        dg.BackfillPolicy.multi_run(1)
+    with pytest.raises(ValueError, match="max_partitions_per_run"):
+        build_definitions(schema, max_partitions_per_run=0)

@@ -182,6 +182,8 @@ _worker_state: tuple[Any, ...] | None = None
 def _worker_loop(pipe: Any, state: tuple[Any, ...]) -> None:
     global _worker_state
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's to handle
+    # terminate() means "stop now", whatever handler the parent had (Dagster installs its own)
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
     # connections are per process (backends/base.py): this one opens its own on first use
     _worker_state = state
     while (key := pipe.recv()) is not None:

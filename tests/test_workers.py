@@ -302,3 +302,27 @@ def test_a_deployed_worker_without_a_database_url_fails_at_load(tmp_path, deploy
         done = subprocess.run(validate, cwd=work, env=env, capture_output=True, text=True, timeout=180)
         assert done.returncode == 0, done.stdout + done.stderr
         assert (tmp_path / "lab.db").exists()
+
+
+def test_a_pool_stops_at_once_whatever_sigterm_handler_the_parent_has(pipeline, monkeypatch):
+    """Dagster (and other hosts) install a SIGTERM handler that forked workers inherit; stopping
+    the pool must still end them at once (not after the 10 s grace before SIGKILL)."""
+    schema, Source, Result = pipeline
+    Source.insert([{"key": k} for k in range(8)])
+    original = Result.make
+
+    def make(self, key):
+        if key["key"] == 3:
+            raise ValueError("key 3 fails")
+        original(self, key)
+
+    monkeypatch.setattr(Result, "make", make)
+    previous = signal.signal(signal.SIGTERM, lambda *_: None)  # a handler that does not exit
+    try:
+        started = time.monotonic()
+        with pytest.raises(ValueError, match="key 3 fails"):
+            Result.populate(processes=2)
+        assert time.monotonic() - started < 8, "the workers outlived the SIGTERM"
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+    assert not Result & {"key": 3}

@@ -37,7 +37,8 @@ class KeyOutcome:
 
     ``status``: ``written`` (by this worker), ``done`` (another worker wrote it first),
     ``busy`` (another worker holds its reservation: skipped) or ``failed`` (``error`` says why,
-    ``stage`` is ``make`` or ``write``; nothing of the entry was written)."""
+    ``stage`` is ``reserve``, ``make`` or ``write``, ``traceback`` where it happened, also in a
+    pool worker; nothing of the entry was written)."""
 
     key: dict[str, Any]
     status: str

@@ -179,7 +179,8 @@ def build_master_asset(
                 if isinstance(outcome.error, MPConnectionError):
                     raise outcome.error  # the database is gone: the remaining keys would fail alike
                 failures[partition_key] = outcome.error or dg.Failure(f"{key} failed")
-                progress.step(partition_key, f"{outcome.stage} failed: {outcome.error!r}", error=True)
+                progress.step(partition_key, f"{outcome.stage} failed: {outcome.error!r}", error=True,
+                              detail=lambda: f"\n{outcome.traceback}" if outcome.traceback else "")
                 return
             if outcome.status == "busy":
                 failures[partition_key] = dg.Failure(

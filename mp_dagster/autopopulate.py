@@ -212,7 +212,8 @@ class AutoPopulate:
         keys = ordered(self.pending_keys(*restrictions), order)
         if max_calls is not None:
             keys = keys[:max_calls]
-        processes = max(1, min(processes, os.cpu_count() or 1)) if processes > 1 else processes
+        if processes > 1:  # as DataJoint: no more workers than cores
+            processes = min(processes, os.cpu_count() or 1)
         errors: list[tuple[dict[str, Any], BaseException]] = []
         success = 0
         bar = _progress_bar(len(keys), cls.__qualname__) if display_progress else None

@@ -3,9 +3,11 @@ failed keys requested again with a backoff and a cap. Real Dagster instances, bo
 
 from __future__ import annotations
 
+import os
 import time
 
 import dagster as dg
+import dagster_celery
 import pytest
 from pipelines import declare_imaging
 from test_dagster import (
@@ -39,19 +41,26 @@ def ranges(requests) -> list[tuple[str, str]]:
 
 def test_auto_keys_per_run_keeps_every_queued_worker_busy(schema, tmp_path):
     Image, Segmentation = declare_imaging(schema, n_rois=1)
-    defs = build_definitions(schema)  # keys_per_run="auto" is the default
+    # steps on celery workers: as many runs as the queue runs at once (3)
+    celery = dagster_celery.celery_executor.configured({"broker": "redis://127.0.0.1:1/0"})
+    remote = build_definitions(schema, executor=celery)  # keys_per_run="auto" is the default
+    local = build_definitions(schema)  # runs and steps on this machine: no more runs than cores
     with queued_instance(tmp_path, max_concurrent_runs=3) as queued:
         add_images(Image, range(30), size=2)
-        first = evaluate_sensor(defs, Segmentation, queued)
+        first = evaluate_sensor(remote, Segmentation, queued)
         assert ranges(first.run_requests) == [("0", "9"), ("10", "19"), ("20", "29")]  # 3 runs for 3 workers
         add_images(Image, [30, 31], size=2)
-        second = evaluate_sensor(defs, Segmentation, queued, cursor=first.cursor)
+        second = evaluate_sensor(remote, Segmentation, queued, cursor=first.cursor)
         assert ranges(second.run_requests) == [("30", "30"), ("31", "31")]  # few keys: a run each
         add_images(Image, range(100, 1100), size=2)
-        third = evaluate_sensor(defs, Segmentation, queued, cursor=second.cursor)
+        third = evaluate_sensor(remote, Segmentation, queued, cursor=second.cursor)
         # 1,000 keys for 3 workers: runs of at most 100 keys, not 3 giant ones
         assert len(third.run_requests) == 10
         assert ranges(third.run_requests)[0] == ("100", "199")
+        add_images(Image, range(2000, 2012), size=2)
+        fourth = evaluate_sensor(local, Segmentation, queued, cursor=third.cursor)
+        runs = min(3, os.cpu_count() or 1)
+        assert len(fourth.run_requests) == runs, ranges(fourth.run_requests)
     with pytest.raises(ValueError, match="keys_per_run"):
         build_definitions(schema, keys_per_run="many")
 

@@ -80,6 +80,8 @@ def build_definitions(
         raise ValueError("build_definitions needs at least one Schema")
     translator = translator or MasterPartTranslator()
     check_keys_per_run(keys_per_run)
+    # runs' steps are processes of the machine that runs them unless an executor sends them away
+    steps_run_here = executor is None or getattr(executor, "name", "") in ("in_process", "multiprocess")
     bindings = table_bindings(list(schemas), translator)
     source_keys = {
         b.scheme.partitions_def.name: key  # type: ignore[union-attr]
@@ -106,10 +108,11 @@ def build_definitions(
             sensor_defs.append(build_pending_sensor(
                 binding, job, source_keys, minimum_interval_seconds=sensor_interval_seconds,
                 batch_size=sensor_batch_size, default_status=sensor_default_status, keys_per_run=keys_per_run,
-                retry=retry))
+                retry=retry, steps_run_here=steps_run_here))
         if table.full_name in scheduled:
             schedule_defs.append(build_pending_schedule(binding, job, scheduled.pop(table.full_name),
-                                                        keys_per_run=keys_per_run))
+                                                        keys_per_run=keys_per_run,
+                                                        steps_run_here=steps_run_here))
         if checks:
             asset_checks.append(build_checks(binding, stale_pending_seconds))
     if scheduled:

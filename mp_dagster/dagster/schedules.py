@@ -17,6 +17,7 @@ def build_pending_schedule(
     default_status: dg.DefaultScheduleStatus = dg.DefaultScheduleStatus.STOPPED,
     batch_size: int = MAX_PARTITIONS_PER_TICK,
     keys_per_run: int | str = "auto",
+    steps_run_here: bool = True,
 ) -> dg.ScheduleDefinition:
     """Every tick, request runs for the keys still pending (also those requested before and not
     yet written: a tick is a retry), grouped as the sensor groups them (``keys_per_run``). Run
@@ -40,6 +41,7 @@ def build_pending_schedule(
         for request in add_requests:
             context.instance.add_dynamic_partitions(request.partitions_def_name, list(request.partition_keys))
         tick = context.scheduled_execution_time.isoformat()
-        return run_requests(binding, context.instance, keys, keys_per_run, suffix=f":{tick}")
+        return run_requests(binding, context.instance, keys, keys_per_run, suffix=f":{tick}",
+                            steps_run_here=steps_run_here)
 
     return _schedule

@@ -50,23 +50,30 @@ AUTO = "auto"
 AUTO_MAX_KEYS_PER_RUN = 100
 
 
-def run_workers(instance: dg.DagsterInstance) -> int:
-    """How many runs the instance executes at once: the run queue's ``max_concurrent_runs``, or
-    the cores of this machine when the queue sets no limit."""
+def run_workers(instance: dg.DagsterInstance, steps_run_here: bool = True) -> int:
+    """How many runs the instance executes at once: the run queue's ``max_concurrent_runs``
+    (the cores of this machine when the queue sets no limit), and no more than the cores when
+    runs and their steps are processes of this machine (the default run launcher and executor):
+    ten runs of 4 images on 2 cores took longer than two runs of 20."""
+    cores = os.cpu_count() or 1
     try:
         queue = instance.get_concurrency_config().run_queue_config
     except Exception:  # noqa: BLE001 - an instance without a run queue
         queue = None
     limit = getattr(queue, "max_concurrent_runs", None)
-    return limit if isinstance(limit, int) and limit > 0 else (os.cpu_count() or 1)
+    workers = limit if isinstance(limit, int) and limit > 0 else cores
+    if steps_run_here and type(instance.run_launcher).__name__ == "DefaultRunLauncher":
+        workers = min(workers, cores)
+    return workers
 
 
-def resolve_keys_per_run(keys_per_run: int | str, new_keys: int, instance: dg.DagsterInstance) -> int:
+def resolve_keys_per_run(keys_per_run: int | str, new_keys: int, instance: dg.DagsterInstance,
+                         steps_run_here: bool = True) -> int:
     """``"auto"``: split the new keys into about as many runs as the instance runs at once (at
     most ``AUTO_MAX_KEYS_PER_RUN`` keys each), so every worker is busy and no run is giant."""
     if keys_per_run != AUTO:
         return int(keys_per_run)
-    workers = run_workers(instance)
+    workers = run_workers(instance, steps_run_here)
     return max(1, min(AUTO_MAX_KEYS_PER_RUN, -(-new_keys // workers)))
 
 
@@ -95,14 +102,14 @@ def range_run_request(binding: TableBinding, first: str, last: str, suffix: str 
 
 def run_requests(
     binding: TableBinding, instance: dg.DagsterInstance, keys: list[str], keys_per_run: int | str,
-    suffix: str = "",
+    suffix: str = "", steps_run_here: bool = True,
 ) -> list[dg.RunRequest]:
     """Runs for ``keys`` (partitions already added): one per key, or with ``keys_per_run`` > 1
     one per range of at most that many keys that are neighbours in the partitions definition's
     order, so that each range holds exactly the keys asked for. Two-dimension partitions get one
     run per key (their ranges run across the grid)."""
     partitions_def = binding.scheme.partitions_def
-    keys_per_run = resolve_keys_per_run(keys_per_run, len(keys), instance)
+    keys_per_run = resolve_keys_per_run(keys_per_run, len(keys), instance, steps_run_here)
     if keys_per_run <= 1 or len(keys) <= 1 or not isinstance(partitions_def, dg.DynamicPartitionsDefinition):
         return [partition_run_request(binding, pk, suffix) for pk in keys]
     position = {k: i for i, k in enumerate(instance.get_dynamic_partitions(partitions_def.name))}
@@ -189,6 +196,7 @@ def build_pending_sensor(
     default_status: dg.DefaultSensorStatus = dg.DefaultSensorStatus.RUNNING,
     keys_per_run: int | str = AUTO,
     retry: RetryPolicy | None = None,
+    steps_run_here: bool = True,
 ) -> dg.SensorDefinition:
     """The sensor of one auto-populated master. ``source_keys`` maps a dynamic definition name
     to the Manual/Lookup asset it belongs to: new keys of those are reported as materialized
@@ -233,10 +241,11 @@ def build_pending_sensor(
             if req.partitions_def_name in source_keys
             for k in req.partition_keys
         ]
-        runs = run_requests(binding, context.instance, new, keys_per_run)
+        runs = run_requests(binding, context.instance, new, keys_per_run, steps_run_here=steps_run_here)
         if again:
             context.log.info(f"{table.full_name}: requesting {len(again)} failed keys again")
-            runs += run_requests(binding, context.instance, again, keys_per_run, suffix=f":retry@{int(now)}")
+            runs += run_requests(binding, context.instance, again, keys_per_run, suffix=f":retry@{int(now)}",
+                                 steps_run_here=steps_run_here)
         if new:
             context.log.info(f"{table.full_name}: {len(new)} new pending keys")
         requested.update({str(pk): [1, 0] for pk in new})

@@ -153,8 +153,10 @@ def build_master_asset(
     )
     def _master_asset(context: dg.AssetExecutionContext, config: PopulateConfig) -> dict[str, Any]:
         io_manager: MasterPartIOManager = getattr(context.resources, io_manager_key)
-        keys = sorted(context.partition_keys)
-        decoded = {pk: scheme.decode(pk) for pk in keys}
+        # in key order (image 2 before image 10), as populate() goes, not in partition-key text order
+        decoded = dict(sorted(((pk, scheme.decode(pk)) for pk in context.partition_keys),
+                              key=lambda item: key_tuple(item[1])))
+        keys = list(decoded)
         partition_of = {key_tuple(k): pk for pk, k in decoded.items()}
         # two queries for the whole run, not two per key
         written = matching_keys(table(), list(decoded.values()))

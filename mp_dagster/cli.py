@@ -15,7 +15,11 @@ Usage::
     mp-dagster declare
         import the module(s), which declares (creates) their tables, and list them
     mp-dagster demo-data [--images N] [--recordings N]
-        add synthetic images and recordings to the demo tables (the sensors pick them up)
+        add synthetic images and/or recordings to the demo tables (the sensors pick them up);
+        without options 3 images and 1 recording
+
+``status`` and ``diagram`` open the database read-only (``MP_DAGSTER_READ_ONLY=1``): they never
+create a database file, schema or table; a database that does not exist is an error (exit 1).
 
 Tables come from importing ``--module`` (repeatable): a dotted module name (``mp_dagster.demo``)
 or a Python file (``definitions.py``; its directory is put on ``sys.path``). Without
@@ -63,21 +67,24 @@ from pathlib import Path
 from typing import Any, NoReturn
 
 from . import dependencies
-from .errors import MPError, PartIntegrityError
+from .errors import ConnectionError as MPConnectionError
+from .errors import DeclarationError, MPError, PartIntegrityError
 
 PROG = "mp-dagster"
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_DECLINED, EXIT_INTERRUPTED = 0, 1, 2, 3, 130
 DEFAULT_MODULE_FILE = "definitions.py"
 DATABASE_URL_ENV = "MP_DAGSTER_DATABASE_URL"  # == mp_dagster.backends.DATABASE_URL_ENV
 PART_INTEGRITY = ("enforce", "cascade", "ignore")  # == mp_dagster.delete.PART_INTEGRITY
+DEMO_IMAGES, DEMO_RECORDINGS = 3, 1  # demo-data without options
 
 EXIT_CODES = """exit codes:
   0    success (also: nothing to delete, --dry-run)
   1    the library or the database failed or refused (an mp_dagster error, e.g. a
        declaration the database contradicts or a refused delete; a database error)
   2    usage error (bad arguments; no module, or one that cannot be imported: not found,
-       syntax error, exception raised by its code; unknown table; malformed KEY; unknown
-       attribute; bad value; confirmation needed but stdin is not a terminal)
+       syntax error, exception raised by its code, e.g. an insert it makes; unknown table;
+       malformed KEY; unknown attribute; bad value; confirmation needed but stdin is not a
+       terminal)
   3    delete not confirmed: nothing was deleted
   130  interrupted"""
 
@@ -145,15 +152,15 @@ def _import(spec: str) -> None:
             _import_file(spec)
         else:
             importlib.import_module(spec)
-    except (MPError, UsageError):
-        raise
+    except (MPConnectionError, DeclarationError, UsageError):
+        raise  # the database cannot be opened, or contradicts a declaration: exit 1, not the module's fault
     except SyntaxError as exc:
         raise UsageError(f"cannot import {spec}: SyntaxError: {exc.msg} ({exc.filename}, line {exc.lineno})") from exc
     except ModuleNotFoundError as exc:
         if exc.name and spec.split(".")[: len(exc.name.split("."))] == exc.name.split("."):
             raise UsageError(f"cannot import {spec}: no module named {exc.name!r}") from exc
         raise UsageError(f"cannot import {spec}: {one_line(exc)}{_where(exc)}") from exc
-    except Exception as exc:  # noqa: BLE001 - the user's module failed: say where, in one line
+    except Exception as exc:  # noqa: BLE001 - the user's module failed (an MPError too): say where, in one line
         raise UsageError(f"cannot import {spec}: {type(exc).__name__}: {one_line(exc)}{_where(exc)}") from exc
 
 
@@ -325,7 +332,15 @@ def _render_table(header: list[str], body: list[list[str]], right: set[int]) -> 
     return "\n".join(lines)
 
 
+def open_read_only() -> None:
+    """``status`` and ``diagram`` look, they never create: no database file, schema or table."""
+    from .backends import READ_ONLY_ENV
+
+    os.environ[READ_ONLY_ENV] = "1"
+
+
 def cmd_status(args: argparse.Namespace) -> int:
+    open_read_only()
     tables = load_modules(args.modules)
     rows = status_rows(tables)
     if args.json:
@@ -342,6 +357,11 @@ def cmd_status(args: argparse.Namespace) -> int:
             body.append(["  " + p["table"], "part", str(p["rows"]), "", ""])
     print(f"database: {', '.join(databases(tables))}")
     print(_render_table(["TABLE", "TIER", "ROWS", "PENDING", "FAILED"], body, right={2, 3, 4}))
+    if any(r["pending"] is not None and r["failed"] is None for r in rows):
+        print("FAILED (pending keys whose latest Dagster run failed) is read from the Dagster instance in "
+              "$DAGSTER_HOME: " + ("none is set" if not os.environ.get("DAGSTER_HOME") else
+                                   f"none found in {os.environ['DAGSTER_HOME']}")
+              + "; set DAGSTER_HOME to the instance's directory to count them")
     return EXIT_OK
 
 
@@ -405,6 +425,7 @@ def diagram_dot(tables: list[Any]) -> str:
 
 
 def cmd_diagram(args: argparse.Namespace) -> int:
+    open_read_only()
     tables = load_modules(args.modules)
     print(diagram_dot(tables) if args.dot else diagram_text(tables))
     return EXIT_OK
@@ -478,9 +499,7 @@ def cmd_delete(args: argparse.Namespace) -> int:
     try:
         preview = expr.delete_preview(part_integrity=args.part_integrity)
     except PartIntegrityError as exc:  # the library's advice, in this command's terms
-        raise PartIntegrityError(
-            str(exc).replace("pass part_integrity='cascade'", "pass --part-integrity cascade")
-        ) from exc
+        raise PartIntegrityError(cli_advice(str(exc), table, key)) from exc
     where = f" where {_key_text(key)}" if key else " (every row)"
     if not sum(preview.values()):
         print(f"nothing to delete: no rows of {table.full_name}{where}")
@@ -507,6 +526,16 @@ def cmd_delete(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def cli_advice(message: str, table: Any, key: dict[str, Any]) -> str:
+    """The library's advice (Python calls) as the commands to run instead."""
+    master = table.master
+    if master is not None:
+        master_key = {k: v for k, v in key.items() if k in master.primary_key}
+        command = f"{PROG} delete {master.full_name} " + (_key_text(master_key) or "--all")
+        message = message.replace(f"({master.__qualname__} & key).delete()", f"(`{command}`)")
+    return message.replace("pass part_integrity='cascade'", "pass --part-integrity cascade")
+
+
 # -- declare, demo-data -------------------------------------------------------------------------
 
 
@@ -525,7 +554,9 @@ def cmd_demo_data(args: argparse.Namespace) -> int:
     load_modules(args.modules, required=False)
     from . import demo
 
-    images, arrays = demo.add_demo_data(args.images, args.recordings)
+    if args.images is None and args.recordings is None:
+        args.images, args.recordings = DEMO_IMAGES, DEMO_RECORDINGS
+    images, arrays = demo.add_demo_data(args.images or 0, args.recordings or 0)
     print(f"added images {images} and recordings {arrays} to {demo.imaging.backend.name}")
     return EXIT_OK
 
@@ -597,8 +628,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = add("demo-data", cmd_demo_data, "add synthetic images and recordings to the demo tables "
                                         "(mp_dagster.demo; the sensors pick them up)")
-    p.add_argument("--images", type=int, default=3)
-    p.add_argument("--recordings", type=int, default=1)
+    p.add_argument("--images", type=int, metavar="N",
+                   help=f"add N synthetic 128x128 images (Image); alone, adds only images "
+                        f"(default with neither option: {DEMO_IMAGES} images and {DEMO_RECORDINGS} recording)")
+    p.add_argument("--recordings", type=int, metavar="N",
+                   help="add N synthetic 16-channel recordings (Recording); alone, adds only recordings")
     return parser
 
 

@@ -25,16 +25,17 @@ class Schema:
     """
 
     def __init__(self, name: str, database_url: str | None = None, context: Mapping[str, Any] | None = None,
-                 create_tables: bool = True) -> None:
+                 create_tables: bool | None = None) -> None:
         check_identifier(name, "schema")
         if "__" in name or name.startswith("pg_"):
             raise DeclarationError(f"invalid schema name {name!r}: no '__' and no 'pg_' prefix")
         self.name = name
         self.backend: Backend = get_backend(database_url)
         self.context = dict(context) if context is not None else None
-        self.create_tables = create_tables
+        # a read-only database (MP_DAGSTER_READ_ONLY=1) checks the declarations, creates nothing
+        self.create_tables = not self.backend.read_only if create_tables is None else create_tables
         self.tables: list[type[Table]] = []  # masters, in declaration order
-        if create_tables:
+        if self.create_tables:
             self.backend.create_schema(name)
 
     def __repr__(self) -> str:
@@ -95,7 +96,8 @@ class Schema:
         meta = self.backend.read_meta(self.name)
         existing = self.backend.list_tables(self.name)
         with self.backend.transaction():
-            self.backend.ensure_meta(self.name)
+            if self.create_tables:
+                self.backend.ensure_meta(self.name)
             self._declare_one(cls, table_name, cls.tier, None, context, meta, existing)
             declared.append(cls)
             pending = {p.__name__: p for p in parts}
@@ -132,7 +134,7 @@ class Schema:
                 if p.__name__ in pending:
                     declare_part(p)
             cls.parts = [p for p in declared if p is not cls]
-            if issubclass(cls, Lookup) and cls.contents:
+            if issubclass(cls, Lookup) and cls.contents and self.create_tables:
                 rows = cls().prepare_rows(list(cls.contents), skip_duplicates=True)
                 self.backend.insert_rows(self.name, table_name, list(cls._definition.heading), rows,
                                          skip_duplicates=True)
@@ -206,7 +208,8 @@ class Schema:
         cls._dropped_name = None
         if known is None:
             if not self.create_tables:
-                raise DeclarationError(f"{full_name}: table does not exist and create_tables=False")
+                why = "the database is open read-only" if self.backend.read_only else "create_tables=False"
+                raise DeclarationError(f"{full_name}: the table does not exist, and {why}: nothing is created")
             self.backend.create_table(self.name, table_name, definition)
             self.backend.write_meta(self.name, table_name, tier, spec, definition.comment)
 

@@ -226,7 +226,8 @@ def test_errors_are_one_line_with_meaningful_exit_codes(sqlite_demo):
         (["delete", "Segmentation", "image_id=zero", "--yes"], EXIT_USAGE, ["'zero' is not a valid int32"]),
         (["delete", "Segmentation", "--yes"], EXIT_USAGE, ["--all"]),
         (["delete", "Segmentation.ROI", "image_id=0", "--yes"], EXIT_FAILED,
-         ["is a part of imaging.segmentation", "--part-integrity cascade"]),
+         ["is a part of imaging.segmentation", "(`mp-dagster delete imaging.segmentation image_id=0`)",
+          "--part-integrity cascade"]),
         (["delete", "--part-integrity", "sometimes", "Segmentation", "image_id=0"], EXIT_USAGE,
          ["delete: argument --part-integrity: invalid choice"]),
         (["delete", "Segmentation", "image_id=0", "--all", "--yes"], EXIT_USAGE, ["either KEY items or --all"]),
@@ -369,3 +370,53 @@ def test_help_documents_the_commands_and_exit_codes():
     delete_help = ok(subprocess.run([sys.executable, "-m", "mp_dagster.cli", "delete", "--help"],
                                     capture_output=True, text=True, timeout=TIMEOUT))
     assert "--part-integrity" in delete_help and "--yes" in delete_help and "3 " in delete_help
+
+
+def test_status_and_diagram_never_create_anything(tmp_path, pg_url):
+    """A mistyped database: status and diagram fail (exit 1) naming it, and create no file, no
+    directory, no schema and no table; on an existing database they create no missing table."""
+    env = {k: v for k, v in os.environ.items() if k not in ("DAGSTER_HOME", "MP_DAGSTER_DATABASE_URL")}
+
+    def cli(*args: str, **extra: str) -> subprocess.CompletedProcess:
+        return subprocess.run([sys.executable, "-m", "mp_dagster.cli", *args], cwd=tmp_path,
+                              env={**env, **extra}, stdin=subprocess.DEVNULL, capture_output=True,
+                              text=True, timeout=TIMEOUT)
+
+    typo = tmp_path / "no_such_dir" / "lab.db"
+    for command in ("status", "diagram"):
+        done = cli("--database-url", f"sqlite:///{typo}", "-m", "mp_dagster.demo", command)
+        one_line_error(done, EXIT_FAILED, str(typo), "does not exist")
+    assert not typo.parent.exists()
+    empty = tmp_path / "empty.db"
+    sqlite3.connect(empty).close()
+    one_line_error(cli("--database-url", f"sqlite:///{empty}", "-m", "mp_dagster.demo", "status"), EXIT_FAILED,
+                   "imaging.image: the table does not exist", "read-only")
+    with sqlite3.connect(empty) as conn:
+        assert conn.execute("SELECT count(*) FROM sqlite_master").fetchone()[0] == 0
+    prefix = f"ro{uuid.uuid4().hex[:8]}_"
+    done = cli("--database-url", pg_url, "-m", "mp_dagster.demo", "status", MP_DAGSTER_DEMO_PREFIX=prefix)
+    one_line_error(done, EXIT_FAILED, f"{prefix}imaging.image: the table does not exist")
+    with psycopg.connect(pg_url) as conn:
+        assert conn.execute("SELECT count(*) FROM information_schema.schemata WHERE schema_name LIKE %s",
+                            (prefix + "%",)).fetchone()[0] == 0
+
+
+def test_status_says_where_failed_comes_from_and_import_errors_are_usage_errors(sqlite_demo, tmp_path):
+    demo = sqlite_demo
+    ok(demo.cli("demo-data", "--images", "2"))
+    assert (demo.count("imaging", "image"), demo.count("ephys", "recording")) == (2, 0)  # only images
+    ok(demo.cli("demo-data", "--recordings", "1"))
+    assert (demo.count("imaging", "image"), demo.count("ephys", "recording")) == (2, 1)
+    text = ok(demo.cli("status"))
+    assert "read from the Dagster instance in $DAGSTER_HOME: none is set" in text
+    help_text = " ".join(ok(demo.cli("demo-data", "--help")).split())
+    assert "alone, adds only images" in help_text and "3 images and 1 recording" in help_text
+    # the module's own code fails at import (a duplicate insert): the module's fault, exit 2
+    (tmp_path / "dup.py").write_text(textwrap.dedent("""
+        from mp_dagster import demo
+        demo.Image.insert1(dict(image_id=0, image=demo.synthetic_image(0)))
+    """))
+    done = subprocess.run([sys.executable, "-m", "mp_dagster.cli", "--database-url", demo.url, "-m", "dup.py",
+                           "declare"], cwd=tmp_path, env=demo.env, stdin=subprocess.DEVNULL,
+                          capture_output=True, text=True, timeout=TIMEOUT)
+    one_line_error(done, EXIT_USAGE, "cannot import dup.py: DuplicateError", "imaging.image")

@@ -71,10 +71,19 @@ def redact(url: str) -> str:
     return re.sub(r"(://[^:/@]+):[^@]*@", r"\1:***@", url)
 
 
+READ_ONLY_ENV = "MP_DAGSTER_READ_ONLY"
+
+
+def read_only() -> bool:
+    """``MP_DAGSTER_READ_ONLY=1``: open databases read-only and create nothing (no file, no
+    schema, no table; ``mp-dagster status`` and ``diagram`` set it)."""
+    return os.environ.get(READ_ONLY_ENV, "") not in ("", "0")
+
+
 def get_backend(url: str | None = None) -> Backend:
-    """The shared backend for ``url`` (one per URL per process; connections per thread)."""
+    """The shared backend for ``url`` (one per URL and mode per process; connections per thread)."""
     url = url or default_url()
-    backend = _backends.get(url)
+    backend = _backends.get(url + "#ro" if read_only() else url)
     if backend is None:
         if url.startswith(("postgresql://", "postgres://")):
             from .postgres import PostgresBackend
@@ -89,8 +98,9 @@ def get_backend(url: str | None = None) -> Backend:
                 f"unsupported database URL {redact(url)!r}: use postgresql://user@host:port/db "
                 "or sqlite:///path/file.db"
             )
-        _backends[url] = backend
+        _backends[url + "#ro" if backend.read_only else url] = backend
     return backend
 
 
-__all__ = ["Backend", "DATABASE_URL_ENV", "REQUIRE_URL_ENV", "default_url", "get_backend", "redact"]
+__all__ = ["Backend", "DATABASE_URL_ENV", "READ_ONLY_ENV", "REQUIRE_URL_ENV", "default_url", "get_backend",
+           "read_only", "redact"]

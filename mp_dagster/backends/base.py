@@ -41,7 +41,10 @@ class Backend(ABC):
     primary_key_serializes_writers = False
 
     def __init__(self, url: str) -> None:
+        from . import read_only
+
         self.url = url
+        self.read_only = read_only()  # opened read-only: nothing is created or written
         self._local = threading.local()
 
     # -- connections -----------------------------------------------------------------------

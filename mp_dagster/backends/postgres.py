@@ -84,7 +84,8 @@ class PostgresBackend(Backend):
 
     def _connect(self) -> psycopg.Connection:
         try:
-            conn = psycopg.connect(self.url, autocommit=True, connect_timeout=10)
+            options = {"options": "-c default_transaction_read_only=on"} if self.read_only else {}
+            conn = psycopg.connect(self.url, autocommit=True, connect_timeout=10, **options)
         except psycopg.OperationalError as exc:
             raise MPConnectionError(f"cannot connect to PostgreSQL: {exc}".strip()) from None
         # binary COPY with set_types(["bytea"]) picks the dumper by oid: psycopg's last one

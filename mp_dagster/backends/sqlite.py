@@ -125,13 +125,20 @@ class SQLiteBackend(Backend):
         self._reservations = KeyLocks(None if self.path == ":memory:" else Path(self.path + ".reservations"))
 
     def _connect(self) -> sqlite3.Connection:
-        if self.path != ":memory:":
+        target: str = self.path
+        if self.read_only and self.path != ":memory:":
+            if not Path(self.path).is_file():
+                raise MPConnectionError(f"SQLite database {self.path!r} does not exist (opened read-only: "
+                                        "nothing is created)")
+            target = Path(self.path).resolve().as_uri() + "?mode=ro"
+        elif self.path != ":memory:":
             Path(self.path).parent.mkdir(parents=True, exist_ok=True)
         try:
-            conn = sqlite3.connect(self.path, isolation_level=None, timeout=BUSY_TIMEOUT_S,
-                                   check_same_thread=False)
+            conn = sqlite3.connect(target, isolation_level=None, timeout=BUSY_TIMEOUT_S,
+                                   check_same_thread=False, uri=target != self.path)
             conn.execute("PRAGMA foreign_keys=ON")
-            conn.execute("PRAGMA journal_mode=WAL")
+            if not self.read_only:
+                conn.execute("PRAGMA journal_mode=WAL")
             conn.execute("PRAGMA synchronous=NORMAL")
             conn.execute(f"PRAGMA busy_timeout={int(BUSY_TIMEOUT_S * 1000)}")
         except sqlite3.Error as exc:
@@ -146,7 +153,7 @@ class SQLiteBackend(Backend):
         return False
 
     def _begin(self, conn: sqlite3.Connection) -> None:
-        conn.execute("BEGIN IMMEDIATE")
+        conn.execute("BEGIN" if self.read_only else "BEGIN IMMEDIATE")  # read-only: no write lock
 
     def _commit(self, conn: sqlite3.Connection) -> None:
         conn.execute("COMMIT")

@@ -230,9 +230,14 @@ def test_two_dimension_partitions_materialize_end_to_end(schema, instance):
     defs = build_definitions(schema, keys_per_run=10)  # two dimensions: still one run per key
     graph = defs.resolve_asset_graph()
     assert graph.get(asset_key(Mask)).parent_keys == {asset_key(Image), asset_key(Param)}
-    result = evaluate_sensor(defs, Mask, instance)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        result = evaluate_sensor(defs, Mask, instance)
     keys = sorted(pk_of(r) for r in result.run_requests)
     assert keys == ["1|high", "1|low", "2|high", "2|low"]  # dimensions in name order: image, param
+    # Dagster's compliant tag only: no deprecated dagster/partition/<dimension> keys, no warning
+    assert not [t for r in result.run_requests for t in r.tags if t.startswith("dagster/partition/")]
+    assert not [w for w in caught if issubclass(w.category, DeprecationWarning)], [str(w.message) for w in caught]
     for request in result.run_requests:
         run = job_for(defs, Mask).execute_in_process(instance=instance, tags=request.tags)
         assert run.success

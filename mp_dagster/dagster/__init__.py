@@ -2,12 +2,14 @@
 
 from .assets import PopulateConfig
 from .build import build_definitions, table_bindings
+from .component import MasterPartComponent
 from .io_manager import MasterPartIOManager, TableBinding, entry_rows
 from .partitions import PartitionScheme, build_schemes, decode_key, encode_key
 from .sensors import RetryPolicy
 from .translator import MasterPartTranslator
 
 __all__ = [
+    "MasterPartComponent",
     "MasterPartIOManager",
     "MasterPartTranslator",
     "PartitionScheme",

@@ -4,6 +4,7 @@ auto-populated masters as partitioned assets whose materialization runs ``make``
 
 import contextlib
 import time
+import warnings
 from collections.abc import Callable
 from typing import Any
 
@@ -27,6 +28,7 @@ def entry_metadata(binding: TableBinding, counts: dict[str, int]) -> dict[str, A
     return metadata
 
 
+BACKFILL_POLICY_BETA = r"Parameter `backfill_policy` of function `asset` is currently in beta"
 DETAILED_RUN_KEYS = 20  # runs up to this many keys get per-key metadata, pictures and log lines
 
 
@@ -136,21 +138,6 @@ def build_master_asset(
     table, scheme = binding.table, binding.scheme
     metadata = translator.get_metadata(table)
 
-    @dg.asset(
-        key=binding.asset_key,
-        deps=translator.get_deps(table),
-        partitions_def=scheme.partitions_def,
-        io_manager_key=io_manager_key,
-        backfill_policy=translator.get_backfill_policy(table) or backfill_policy(max_partitions_per_run),
-        group_name=translator.get_group_name(table),
-        description=translator.get_description(table),
-        metadata=metadata,
-        tags=translator.get_tags(table),
-        kinds=translator.get_kinds(table),
-        owners=translator.get_owners(table),
-        automation_condition=translator.get_automation_condition(table),
-        required_resource_keys={io_manager_key},
-    )
     def _master_asset(context: dg.AssetExecutionContext, config: PopulateConfig) -> dict[str, Any]:
         io_manager: MasterPartIOManager = getattr(context.resources, io_manager_key)
         # in key order (image 2 before image 10), as populate() goes, not in partition-key text order
@@ -245,4 +232,22 @@ def build_master_asset(
             metadata={"failed partitions": dg.MetadataValue.json(sorted(failures))},
         )
 
-    return _master_asset
+    # backfill_policy is a beta parameter of dg.asset in Dagster 1.13: its BetaWarning is ours
+    # to silence (a warning on every code load), here only, not the user's own assets
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=BACKFILL_POLICY_BETA, category=dg.BetaWarning)
+        return dg.asset(
+            key=binding.asset_key,
+            deps=translator.get_deps(table),
+            partitions_def=scheme.partitions_def,
+            io_manager_key=io_manager_key,
+            backfill_policy=translator.get_backfill_policy(table) or backfill_policy(max_partitions_per_run),
+            group_name=translator.get_group_name(table),
+            description=translator.get_description(table),
+            metadata=metadata,
+            tags=translator.get_tags(table),
+            kinds=translator.get_kinds(table),
+            owners=translator.get_owners(table),
+            automation_condition=translator.get_automation_condition(table),
+            required_resource_keys={io_manager_key},
+        )(_master_asset)

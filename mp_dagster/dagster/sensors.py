@@ -87,10 +87,24 @@ def run_key(binding: TableBinding, partition_key: str) -> str:
     return f"{binding.table.full_name}:{partition_key}"
 
 
+PARTITION_TAG = "dagster/partition"
+
+
+def partition_tags(partition_key: str) -> dict[str, str]:
+    """The run tag naming its partition: ``dagster/partition``, also for two dimensions (the
+    key ``"2|low"``, which the run's context parses back into a ``MultiPartitionKey``). Not
+    ``get_tags_for_partition_key``: for a ``MultiPartitionsDefinition`` it adds one
+    ``dagster/partition/<dimension>`` tag per dimension, keys Dagster 1.13 deprecates as
+    non-compliant (a DeprecationWarning per run request; they are to stop working). Dagster's
+    own ``RunRequest(partition_key=MultiPartitionKey(...))`` adds them too, and validates the
+    key (slow, see the sensor), so runs are tagged here. Materializations still carry the
+    per-dimension event tags, which Dagster writes itself."""
+    return {PARTITION_TAG: str(partition_key)}
+
+
 def partition_run_request(binding: TableBinding, partition_key: str, suffix: str = "") -> dg.RunRequest:
-    """A run of one partition, tagged as Dagster tags partitioned runs."""
-    tags = binding.scheme.partitions_def.get_tags_for_partition_key(partition_key)
-    return dg.RunRequest(run_key=run_key(binding, partition_key) + suffix, tags=tags)
+    """A run of one partition, tagged with its partition key (``partition_tags``)."""
+    return dg.RunRequest(run_key=run_key(binding, partition_key) + suffix, tags=partition_tags(partition_key))
 
 
 def range_run_request(binding: TableBinding, first: str, last: str, suffix: str = "") -> dg.RunRequest:

@@ -19,7 +19,7 @@ from typing import Any
 
 import numpy as np
 
-from . import blob
+from .codecs import blob
 from .errors import DataError
 
 # canonical type -> (min, max) for integers

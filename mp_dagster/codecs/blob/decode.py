@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-import datetime as _dt
 import decimal
 import struct
-import uuid
 from collections.abc import Callable
 from typing import Any
 
@@ -17,8 +15,6 @@ from .dtypes import _read_dtype
 from .format import (
     _ALIGN,
     _C128,
-    _DATE,
-    _DATETIME,
     _DIMS,
     _F64,
     _I64,
@@ -48,14 +44,13 @@ from .format import (
     _T_TRUE,
     _T_TUPLE,
     _T_UUID,
-    _TIME,
-    _TIMEDELTA,
     _U8U8,
     _U32,
     _ZEROS,
     MAX_DEPTH,
     _Buffer,
 )
+from .stdlib import _dec_date, _dec_datetime, _dec_time, _dec_timedelta, _dec_uuid
 
 # --- decoding -------------------------------------------------------------------------------
 # Every decoder has the signature (buf, pos, depth, copy) -> (value, pos), where pos is just
@@ -256,48 +251,6 @@ def _dec_decimal(buf: _Buffer, pos: int, depth: int, copy: bool) -> tuple[Any, i
         return decimal.Decimal(bytes(raw).decode("ascii")), pos
     except (UnicodeDecodeError, decimal.InvalidOperation):
         raise BlobError("corrupt blob: invalid decimal") from None
-
-
-def _dec_uuid(buf: _Buffer, pos: int, depth: int, copy: bool) -> tuple[Any, int]:
-    end = pos + 16
-    if end > len(buf):
-        raise BlobError("truncated blob (uuid)")
-    return uuid.UUID(bytes=bytes(buf[pos:end])), end
-
-
-def _read_tz(buf: _Buffer, pos: int, has_tz: int) -> tuple[_dt.timezone | None, int]:
-    if has_tz == 0:
-        return None, pos
-    if has_tz != 1:
-        raise BlobError("corrupt blob: bad timezone flag")
-    (us,) = _I64.unpack_from(buf, pos)
-    if not -86_400_000_000 < us < 86_400_000_000:
-        raise BlobError("corrupt blob: timezone offset out of range")
-    return _dt.timezone(_dt.timedelta(microseconds=us)), pos + 8
-
-
-def _dec_date(buf: _Buffer, pos: int, depth: int, copy: bool) -> tuple[Any, int]:
-    y, m, d = _DATE.unpack_from(buf, pos)
-    return _dt.date(y, m, d), pos + _DATE.size
-
-
-def _dec_datetime(buf: _Buffer, pos: int, depth: int, copy: bool) -> tuple[Any, int]:
-    y, mo, d, h, mi, s, us, fold, has_tz = _DATETIME.unpack_from(buf, pos)
-    tz, pos = _read_tz(buf, pos + _DATETIME.size, has_tz)
-    return _dt.datetime(y, mo, d, h, mi, s, us, tzinfo=tz, fold=fold), pos
-
-
-def _dec_time(buf: _Buffer, pos: int, depth: int, copy: bool) -> tuple[Any, int]:
-    h, mi, s, us, fold, has_tz = _TIME.unpack_from(buf, pos)
-    tz, pos = _read_tz(buf, pos + _TIME.size, has_tz)
-    return _dt.time(h, mi, s, us, tzinfo=tz, fold=fold), pos
-
-
-def _dec_timedelta(buf: _Buffer, pos: int, depth: int, copy: bool) -> tuple[Any, int]:
-    days, seconds, us = _TIMEDELTA.unpack_from(buf, pos)
-    if seconds >= 86400 or us >= 1_000_000:
-        raise BlobError("corrupt blob: timedelta fields out of range")
-    return _dt.timedelta(days, seconds, us), pos + _TIMEDELTA.size
 
 
 _DECODERS: list[_Decoder | None] = [None] * 256

@@ -19,9 +19,6 @@ from .format import (
     _B_FALSE,
     _B_NONE,
     _B_TRUE,
-    _DATE,
-    _DATETIME,
-    _I64,
     _MAX_LEN,
     _ORDER_C,
     _ORDER_F,
@@ -29,8 +26,6 @@ from .format import (
     _T_BIGINT,
     _T_BYTES,
     _T_COMPLEX,
-    _T_DATE,
-    _T_DATETIME,
     _T_DECIMAL,
     _T_DICT,
     _T_FLOAT,
@@ -40,19 +35,15 @@ from .format import (
     _T_OBJARRAY,
     _T_SET,
     _T_STR,
-    _T_TIME,
-    _T_TIMEDELTA,
     _T_TUPLE,
-    _T_UUID,
     _TAG_C128,
     _TAG_F64,
     _TAG_I64,
     _TAG_LEN,
-    _TIME,
-    _TIMEDELTA,
     _ZEROS,
     MAX_DEPTH,
 )
+from .stdlib import _enc_date, _enc_datetime, _enc_time, _enc_timedelta, _enc_uuid
 
 # --- encoding -------------------------------------------------------------------------------
 # Every encoder has the signature (obj, out, pos, depth) -> pos: it appends byte chunks to
@@ -234,59 +225,6 @@ def _enc_npscalar(obj: np.generic, out: list, pos: int, depth: int) -> int:
 
 def _enc_decimal(obj: decimal.Decimal, out: list, pos: int, depth: int) -> int:
     return _enc_raw(_T_DECIMAL, str(obj).encode("ascii"), out, pos)
-
-
-def _enc_uuid(obj: uuid.UUID, out: list, pos: int, depth: int) -> int:
-    out.append(bytes([_T_UUID]) + obj.bytes)
-    return pos + 17
-
-
-def _tz_bytes(obj: _dt.datetime | _dt.time) -> tuple[int, bytes]:
-    tz = obj.tzinfo
-    if tz is None:
-        return 0, b""
-    if type(tz) is not _dt.timezone:
-        raise BlobError(
-            f"cannot encode {type(obj).__name__} with tzinfo {tz!r} in a blob: only naive values "
-            "and fixed offsets (datetime.timezone) round-trip exactly; convert first, e.g. "
-            "value.astimezone(datetime.timezone.utc)"
-        )
-    offset = tz.utcoffset(None)
-    return 1, _I64.pack((offset.days * 86400 + offset.seconds) * 1_000_000 + offset.microseconds)
-
-
-def _enc_date(obj: _dt.date, out: list, pos: int, depth: int) -> int:
-    out.append(bytes([_T_DATE]) + _DATE.pack(obj.year, obj.month, obj.day))
-    return pos + 1 + _DATE.size
-
-
-def _enc_datetime(obj: _dt.datetime, out: list, pos: int, depth: int) -> int:
-    has_tz, tz = _tz_bytes(obj)
-    raw = _DATETIME.pack(
-        obj.year,
-        obj.month,
-        obj.day,
-        obj.hour,
-        obj.minute,
-        obj.second,
-        obj.microsecond,
-        obj.fold,
-        has_tz,
-    )
-    out.append(bytes([_T_DATETIME]) + raw + tz)
-    return pos + 1 + len(raw) + len(tz)
-
-
-def _enc_time(obj: _dt.time, out: list, pos: int, depth: int) -> int:
-    has_tz, tz = _tz_bytes(obj)
-    raw = _TIME.pack(obj.hour, obj.minute, obj.second, obj.microsecond, obj.fold, has_tz)
-    out.append(bytes([_T_TIME]) + raw + tz)
-    return pos + 1 + len(raw) + len(tz)
-
-
-def _enc_timedelta(obj: _dt.timedelta, out: list, pos: int, depth: int) -> int:
-    out.append(bytes([_T_TIMEDELTA]) + _TIMEDELTA.pack(obj.days, obj.seconds, obj.microseconds))
-    return pos + 1 + _TIMEDELTA.size
 
 
 def _enc_ndarray_subclass(obj: np.ndarray, out: list, pos: int, depth: int) -> int:

@@ -5,6 +5,7 @@ mapping lives in :mod:`mp_dagster.dagster`.
 """
 
 from .autopopulate import Entry, compute_entry, write_entry
+from .codecs import Codec, get_codec, list_codecs
 from .errors import (
     BlobError,
     DataError,
@@ -24,6 +25,7 @@ from .tiers import Computed, Imported, Lookup, Manual, Part
 
 __all__ = [
     "BlobError",
+    "Codec",
     "Computed",
     "DataError",
     "DeclarationError",
@@ -43,5 +45,7 @@ __all__ = [
     "Schema",
     "Table",
     "compute_entry",
+    "get_codec",
+    "list_codecs",
     "write_entry",
 ]

@@ -112,12 +112,12 @@ def describe_difference(table: str, old: Mapping[str, Any], new: Mapping[str, An
     for name in old_attrs.keys() - new_attrs.keys():
         out.append(f"attribute {name!r} is in the database but not in the class")
     for name in new_attrs.keys() & old_attrs.keys():
-        for prop in ("type", "in_key", "nullable", "default"):
-            if old_attrs[name][prop] != new_attrs[name][prop]:
-                label = {"in_key": "in primary key"}.get(prop, prop)
+        for prop in ("type", "in_key", "nullable", "default", "storage"):
+            if old_attrs[name].get(prop) != new_attrs[name].get(prop):
+                label = {"in_key": "in primary key", "storage": "codec storage"}.get(prop, prop)
                 out.append(
-                    f"attribute {name!r}: {label} is {old_attrs[name][prop]!r} in the database, "
-                    f"{new_attrs[name][prop]!r} in the class"
+                    f"attribute {name!r}: {label} is {old_attrs[name].get(prop)!r} in the database, "
+                    f"{new_attrs[name].get(prop)!r} in the class"
                 )
     if [a["name"] for a in old.get("attributes", [])] != [a["name"] for a in new.get("attributes", [])] and not out:
         out.append("attributes are in a different order")
@@ -184,6 +184,8 @@ def _parse_default(table: str, attr: Attribute, text: str) -> tuple[Any, bool]:
                 ) from None
     if attr.type.is_blob or attr.type.name == "bytes":
         raise DeclarationError(f"{table}.{attr.name}: blob attributes can only default to null")
+    if attr.type.codec is not None:
+        raise DeclarationError(f"{table}.{attr.name}: {attr.type} attributes can only default to null")
     try:
         to_sql_value(table, attr, value)
     except DataError as exc:
@@ -236,7 +238,7 @@ def parse_attribute(table: str, line: str, in_key: bool) -> Attribute:
         )
     if in_key and attr.nullable:
         raise DeclarationError(f"{table}.{name}: primary key attributes cannot be nullable")
-    if in_key and sql_type.name in ("blob", "bytes", "json"):
+    if in_key and (sql_type.name in ("blob", "bytes", "json") or sql_type.codec is not None):
         raise DeclarationError(f"{table}.{name}: {sql_type} cannot be part of the primary key")
     return attr
 

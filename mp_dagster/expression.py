@@ -133,6 +133,8 @@ class QueryExpression:
             for n in names:
                 if n in heading and heading[n].type.name in ("blob", "bytes"):
                     raise QueryError(f"{self.name}.{n}: cannot restrict by a blob attribute")
+                if n in heading and heading[n].type.is_user_codec:
+                    raise QueryError(f"{self.name}.{n}: cannot restrict by a {heading[n].type} attribute")
         elif isinstance(condition, str):
             raise QueryError(
                 f"{self.name}: SQL text restrictions are not supported (values must be parameters); "

@@ -19,7 +19,7 @@ from typing import Any
 
 import numpy as np
 
-from . import blob
+from . import codecs
 from .errors import DataError
 
 # canonical type -> (min, max) for integers
@@ -63,7 +63,6 @@ TYPE_ALIASES: dict[str, str] = {
     "tinyblob": "blob",
     "mediumblob": "blob",
     "longblob": "blob",
-    "<blob>": "blob",
     "bytes": "bytes",
     "attach": "bytes",
     "text": "text",
@@ -92,8 +91,13 @@ class SQLType:
     precision: int | None = None
     scale: int | None = None
     values: tuple[str, ...] = ()
+    codec: str | None = None  # the registered codec (``blob`` for blob/longblob/<blob>)
+    store: str | None = None  # ``<name@store>``: the store's name ("" for ``<name@>``)
+    storage: str = ""  # a user codec's chain of storage types, e.g. "<blob> -> bytes"
 
     def __str__(self) -> str:
+        if self.codec is not None and (self.codec != "blob" or self.name != "blob"):
+            return f"<{self.codec}>" if self.store is None else f"<{self.codec}@{self.store}>"
         if self.name in ("varchar", "char"):
             return f"{self.name}({self.length})"
         if self.name == "decimal":
@@ -110,13 +114,36 @@ class SQLType:
     def is_integer(self) -> bool:
         return self.name in INT_RANGES
 
+    @property
+    def is_user_codec(self) -> bool:
+        """Declared as ``<name>`` / ``<name@store>`` with a codec other than the classic blob."""
+        return self.codec is not None and (self.codec != "blob" or self.name != "blob")
+
+
+def codec_type(name: str, store: str | None) -> SQLType:
+    """The type of ``<name>`` / ``<name@store>``: the codec's core storage type, tagged with the
+    codec; ``ValueError`` if the codec is unknown or refuses the store."""
+    chain, dtype = codecs.resolve_codec(name, store)
+    if store is None and [c.name for c in chain] == ["blob"]:
+        return SQLType("blob", codec="blob")
+    core = parse_type(dtype)
+    steps = [f"<{c.name}>" for c in chain[1:]]
+    if core.codec is not None:  # a core type spelled 'blob' / 'longblob': the blob codec
+        core, steps = SQLType("bytes"), [*steps, "<blob>"]
+    return SQLType(core.name, core.length, core.precision, core.scale, core.values, codec=name, store=store,
+                   storage=" -> ".join([*steps, str(core)]))
+
 
 def parse_type(text: str) -> SQLType:
     """Parse a type as written in a definition; raise ``ValueError`` with the reason if unknown."""
     spelled = " ".join(text.strip().split())
     key = spelled.lower()
     if key in TYPE_ALIASES:
-        return SQLType(TYPE_ALIASES[key])
+        name = TYPE_ALIASES[key]
+        return SQLType(name, codec="blob") if name == "blob" else SQLType(name)
+    spec = codecs.parse_codec_spec(spelled)
+    if spec is not None:
+        return codec_type(*spec)
     m = _PARAM_TYPE.match(spelled)
     if not m:
         raise ValueError(f"unknown type {text.strip()!r}")
@@ -175,7 +202,7 @@ class Attribute:
             "in_key": self.in_key,
             "nullable": self.nullable,
             "default": _jsonable(self.default) if self.has_default else "<none>",
-        }
+        } | ({"storage": self.type.storage} if self.type.is_user_codec else {})
 
 
 def _jsonable(value: Any) -> Any:
@@ -410,7 +437,7 @@ def _json_default(value: Any) -> Any:
 
 
 def _to_blob(attr: Attribute, value: Any) -> bytes:
-    return blob.pack(value)
+    return codecs.get_codec("blob").encoder()(value)
 
 
 def _to_bytes(attr: Attribute, value: Any) -> bytes:
@@ -447,6 +474,8 @@ def to_sql_value(table: str, attr: Attribute, value: Any) -> Any:
         if attr.nullable:
             return None
         raise DataError(f"{table}.{attr.name}: NULL is not allowed (the attribute is not nullable)")
+    if attr.type.is_user_codec:
+        return codec_converter(table, attr)(value)
     try:
         return _CONVERTERS[attr.type.name](attr, value)
     except DataError as exc:  # keeps its kind (BlobError)
@@ -464,8 +493,10 @@ def fast_converter(table: str, attr: Attribute) -> Callable[[Any], Any]:
     def general(value: Any) -> Any:
         return to_sql_value(table, attr, value)
 
+    if attr.type.is_user_codec:
+        return codec_converter(table, attr)
     if name == "blob":
-        pack = blob.pack
+        pack = codecs.get_codec("blob").encoder()
 
         def to_blob(value: Any) -> Any:
             if value is None:
@@ -531,8 +562,8 @@ def column_converter(
             return list(map(convert, column))
 
         return ints
-    if name == "blob":
-        pack = blob.pack
+    if name == "blob" and not attr.type.is_user_codec:
+        pack = codecs.get_codec("blob").encoder()
 
         def blobs(column: Sequence[Any]) -> Sequence[Any]:
             if type(None) in set(map(type, column)):
@@ -565,8 +596,10 @@ def from_sql_value(attr: Attribute, value: Any) -> Any:
     if value is None:
         return None
     name = attr.type.name
+    if attr.type.is_user_codec:
+        return codec_loader(attr)(value)
     if name == "blob":
-        return blob.unpack(value)
+        return codecs.get_codec("blob").decoder()(value)
     if name == "bytes":
         return bytes(value)
     if name == "bool":
@@ -592,10 +625,15 @@ def fast_loader(attr: Attribute) -> Callable[[Any], Any] | None:
     """``from_sql_value(attr, .)`` for one attribute, or None where what the driver returns is
     already the value (integers but uint64, strings)."""
     name = attr.type.name
+    if attr.type.is_user_codec:
+        decode = codec_loader(attr)
+        if not attr.nullable:
+            return decode
+        return lambda value: None if value is None else decode(value)
     if name in ("int8", "int16", "int32", "int64", "uint8", "uint16", "uint32", "varchar", "char", "text", "enum"):
         return None
     if name == "blob":
-        unpack = blob.unpack
+        unpack = codecs.get_codec("blob").decoder()
         if not attr.nullable:
             return unpack
 
@@ -613,6 +651,8 @@ def fast_loader(attr: Attribute) -> Callable[[Any], Any] | None:
 def numpy_dtype(attr: Attribute) -> Any:
     """The dtype of an attribute's column in a fetched structured array (DataJoint's ``fetch()``)."""
     name = attr.type.name
+    if attr.type.is_user_codec:
+        return object
     if attr.nullable:
         return object if name not in ("float32", "float64") else np.float64
     if name in INT_RANGES:
@@ -622,3 +662,69 @@ def numpy_dtype(attr: Attribute) -> Any:
     if name == "bool":
         return np.dtype(bool)
     return object
+
+
+# --------------------------------------------------------------------------------------------
+# User codecs (``<name>``): the codec chain, then the core storage type's own conversion.
+
+
+def _core_attribute(attr: Attribute) -> Attribute:
+    """``attr`` as a plain column of the codec's core storage type."""
+    t = attr.type
+    return Attribute(attr.name, SQLType(t.name, t.length, t.precision, t.scale, t.values), attr.in_key, attr.nullable)
+
+
+def codec_converter(table: str, attr: Attribute) -> Callable[[Any], Any]:
+    """``to_sql_value`` of a ``<codec>`` attribute: validate and encode through the codec chain,
+    then convert to the core storage type. Whatever ``validate`` or ``encode`` raises becomes a
+    DataError (a BlobError stays one) naming the table and attribute."""
+    try:
+        chain, _ = codecs.resolve_codec(attr.type.codec or "", attr.type.store)
+    except ValueError as exc:
+        raise DataError(f"{table}.{attr.name}: {exc}") from None
+    encode = codecs.chain_encoder(chain)
+    core_attr = _core_attribute(attr)
+    core = _CONVERTERS[core_attr.type.name]
+    label = f"{table}.{attr.name}: {attr.type}"
+
+    def convert(value: Any) -> Any:
+        if value is None:
+            if attr.nullable:
+                return None
+            raise DataError(f"{table}.{attr.name}: NULL is not allowed (the attribute is not nullable)")
+        try:
+            stored = encode(value)
+        except DataError as exc:
+            raise type(exc)(f"{label}: {exc}") from exc
+        except Exception as exc:  # noqa: BLE001 - user code: any failure is bad input, nothing written
+            raise DataError(f"{label} cannot encode {type(value).__name__}: {type(exc).__name__}: {exc}") from exc
+        if stored is None:
+            raise DataError(f"{label}: encode() returned None")
+        try:
+            return core(core_attr, stored)
+        except ValueError as exc:
+            raise DataError(f"{label}: encode() returned a value its storage ({attr.type.name}) refuses: {exc}") from None
+
+    return convert
+
+
+def codec_loader(attr: Attribute) -> Callable[[Any], Any]:
+    """``from_sql_value`` of a ``<codec>`` attribute: the core type's value, decoded through the
+    codec chain innermost first; a failure is a DataError naming the attribute."""
+    try:
+        chain, _ = codecs.resolve_codec(attr.type.codec or "", attr.type.store)
+    except ValueError as exc:
+        raise DataError(f"{attr.name}: {exc}") from None
+    decode = codecs.chain_decoder(chain)
+    core = fast_loader(_core_attribute(attr))
+    label = f"{attr.name}: {attr.type}"
+
+    def load(value: Any) -> Any:
+        try:
+            return decode(value if core is None else core(value))
+        except DataError as exc:
+            raise type(exc)(f"{label}: {exc}") from exc
+        except Exception as exc:  # noqa: BLE001 - user code
+            raise DataError(f"{label} cannot decode the stored value: {type(exc).__name__}: {exc}") from exc
+
+    return load

@@ -1,0 +1,29 @@
+"""``<blob>``: the built-in codec of the in-row blob format (also ``blob``, ``longblob``...)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from ..base import Codec
+from .pack import pack
+from .unpack import unpack
+
+
+class BlobCodec(Codec):
+    """Numpy arrays and plain Python values in a ``bytes`` column (see :mod:`mp_dagster.codecs.blob`)."""
+
+    name = "blob"
+    dtype = "bytes"
+
+    def encode(self, value: Any, *, key: dict | None = None, store_name: str | None = None) -> bytes:
+        return pack(value)
+
+    def decode(self, stored: Any, *, key: dict | None = None) -> Any:
+        return unpack(stored)
+
+    def encoder(self) -> Callable[[Any], bytes]:
+        return pack  # no wrapper on the hot path
+
+    def decoder(self) -> Callable[[Any], Any]:
+        return unpack

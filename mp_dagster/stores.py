@@ -54,11 +54,14 @@ ENV_PREFIX = "MP_DAGSTER_STORE_"
 ENDPOINT_SUFFIX = "_ENDPOINT_URL"
 CONTENT_PREFIX = "sha256/"  # where content-addressed objects live
 TEMP_PREFIX = ".tmp/"  # file stores: objects being written (collected by gc when stale)
-CHUNK = 8 * 2**20  # bytes per read while hashing/copying, and per S3 multipart part
-S3_CONCURRENCY = 2  # parts in flight per S3 upload: memory is about CHUNK * this
+CHUNK = 8 * 2**20  # bytes per read while hashing or copying
+S3_PART = 5 * 2**20  # bytes per S3 multipart part (S3's minimum; s3fs raises it for huge files)
+S3_CONCURRENCY = 1  # parts in flight per S3 upload: memory is about 2 * S3_PART * this
+S3_BLOCK = 4 * 2**20  # bytes per S3 read request when reading an opened object
 CONNECT_TIMEOUT = 5.0  # seconds to reach an S3 endpoint
 READ_TIMEOUT = 60.0  # seconds without a byte from an S3 endpoint
-S3_ATTEMPTS = 3  # tries per S3 request (botocore's own retries, and s3fs's)
+S3_ATTEMPTS = 3  # tries per S3 request by botocore (connection errors, throttling, 5xx)
+S3FS_RETRIES = 2  # s3fs's own tries around botocore's (e.g. a response body cut short)
 DEFAULT_GRACE = timedelta(days=1)  # gc keeps unreferenced objects younger than this
 MAX_ADDRESS = 1024  # characters (S3 keys are at most 1024 bytes)
 
@@ -271,9 +274,9 @@ class Store:
             client_kwargs={"endpoint_url": self.endpoint_url} if self.endpoint_url else {},
             config_kwargs={"connect_timeout": CONNECT_TIMEOUT, "read_timeout": READ_TIMEOUT,
                            "retries": {"max_attempts": S3_ATTEMPTS, "mode": "standard"}},
-            skip_instance_cache=True, use_listings_cache=False, default_block_size=CHUNK,
+            skip_instance_cache=True, use_listings_cache=False, default_block_size=S3_BLOCK,
             max_concurrency=S3_CONCURRENCY)
-        fs.retries = S3_ATTEMPTS  # s3fs's own retry loop around botocore's
+        fs.retries = S3FS_RETRIES
         return fs
 
     @contextmanager
@@ -368,7 +371,7 @@ class Store:
         with self._errors("write", address):
             if address.startswith(CONTENT_PREFIX) and self._refresh(path, os.path.getsize(source)):
                 return address
-            self.fs.put_file(os.fspath(source), path, chunksize=CHUNK)  # atomic on completion
+            self.fs.put_file(os.fspath(source), path, chunksize=S3_PART)  # atomic on completion
         return address
 
     def _write_local(self, src: IO[bytes], tmp: str) -> tuple[str, int]:
@@ -412,20 +415,19 @@ class Store:
                 return False  # truncated or foreign: rewrite it
             if self.is_local:
                 os.utime(path)
-            else:  # S3 has no touch: copy the object onto itself with new metadata
-                self.fs.setxattr(path, mp_dagster_refreshed=_now().isoformat())
-            return True
+                return True
         except FileNotFoundError:
             return False
+        try:  # S3 has no touch: copy the object onto itself with new metadata
+            self.fs.setxattr(path, mp_dagster_refreshed=_now().isoformat())
+            return True
         except _store_exceptions():
-            if self.is_local:
-                raise
-            return False  # e.g. objects over 5 GB cannot be copied in one request: rewrite
+            return False  # gone meanwhile, or too large (over 5 GB) to copy at once: rewrite
 
     # ---- reading ----------------------------------------------------------------------
 
     def open(self, address: str, mode: str = "rb") -> IO[bytes]:
-        """A binary file object reading the object in blocks of CHUNK bytes (use ``with``).
+        """A binary file object reading the object (on S3 in requests of S3_BLOCK bytes).
 
         Errors while reading are the filesystem's (OSError); opening is a StoreError.
         """
@@ -433,7 +435,7 @@ class Store:
             raise StoreError(f"{self!r}: objects are opened 'rb' only; write with put_bytes/put_file")
         path = self._path(address)
         with self._errors("open", address):
-            return self.fs.open(path, "rb", block_size=CHUNK)
+            return self.fs.open(path, "rb")
 
     def get_bytes(self, address: str, *, verify: bool = True) -> bytes:
         """The object's content. A content-addressed object is checked against its address
@@ -497,15 +499,14 @@ class Store:
     # ---- deleting and listing ---------------------------------------------------------
 
     def delete(self, address: str) -> bool:
-        """Remove the object; False if there was none. Only the garbage collector should delete
-        objects that rows may reference."""
-        path = self._path(address)
-        try:
-            with self._errors("delete", address):
-                self.fs.rm_file(path)
-            return True
-        except MissingObjectError:
+        """Remove the object; False if there was none (looked up first: S3 deletes of a
+        missing key succeed). Only the garbage collector should delete objects that rows may
+        reference."""
+        if not self.exists(address):
             return False
+        with self._errors("delete", address):
+            self.fs.rm_file(self._path(address))
+        return True
 
     def list(self, prefix: str = "", *, include_temp: bool = False) -> Iterator[StoredObject]:
         """The objects under the folder ``prefix`` ('' for all), with sizes and modification

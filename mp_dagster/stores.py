@@ -31,6 +31,7 @@ This module is the relational layer's: it imports nothing from Dagster.
 from __future__ import annotations
 
 import hashlib
+import io
 import os
 import re
 import tempfile
@@ -45,15 +46,23 @@ from urllib.parse import unquote, urlsplit
 
 import fsspec
 
-from .errors import MPError
+from .store_addresses import (
+    CONTENT_PREFIX,
+    TEMP_PREFIX,
+    AddressError,
+    CorruptObjectError,
+    MissingObjectError,
+    StoreError,
+    check_address,
+    content_address,
+    content_digest,
+)
 
 if TYPE_CHECKING:
     from .store_gc import GCReport
 
 ENV_PREFIX = "MP_DAGSTER_STORE_"
 ENDPOINT_SUFFIX = "_ENDPOINT_URL"
-CONTENT_PREFIX = "sha256/"  # where content-addressed objects live
-TEMP_PREFIX = ".tmp/"  # file stores: objects being written (collected by gc when stale)
 CHUNK = 8 * 2**20  # bytes per read while hashing or copying
 S3_PART = 5 * 2**20  # bytes per S3 multipart part (S3's minimum; s3fs raises it for huge files)
 S3_CONCURRENCY = 1  # parts in flight per S3 upload: memory is about 2 * S3_PART * this
@@ -63,28 +72,8 @@ READ_TIMEOUT = 60.0  # seconds without a byte from an S3 endpoint
 S3_ATTEMPTS = 3  # tries per S3 request by botocore (connection errors, throttling, 5xx)
 S3FS_RETRIES = 2  # s3fs's own tries around botocore's (e.g. a response body cut short)
 DEFAULT_GRACE = timedelta(days=1)  # gc keeps unreferenced objects younger than this
-MAX_ADDRESS = 1024  # characters (S3 keys are at most 1024 bytes)
 
 _NAME = re.compile(r"[a-z][a-z0-9_]*\Z")
-_SUFFIX = re.compile(r"(\.[A-Za-z0-9]{1,16})?\Z")
-_CONTENT = re.compile(r"sha256/([0-9a-f]{2})/([0-9a-f]{2})/(\1\2[0-9a-f]{60})(\.[A-Za-z0-9]{1,16})?\Z")
-_FORBIDDEN = frozenset("\\*?[]")  # backslashes, and fsspec's glob characters
-
-
-class StoreError(MPError):
-    """A store is not configured, cannot be reached, or refused an operation."""
-
-
-class AddressError(StoreError):
-    """An address is not a safe relative path inside the store (``..``, absolute, control...)."""
-
-
-class MissingObjectError(StoreError):
-    """No object at this address."""
-
-
-class CorruptObjectError(StoreError):
-    """An object's size or content is not what its address or the caller's record says."""
 
 
 @dataclass(frozen=True)
@@ -131,41 +120,6 @@ def get_store(name: str) -> Store:
         if key not in _cache:
             _cache[key] = Store(name, url, endpoint_url=endpoint)
         return _cache[key]
-
-
-def content_address(digest: str, suffix: str = "") -> str:
-    """The address of content whose SHA-256 (hex) is ``digest``: ``sha256/ab/cd/abcd...``."""
-    if not _SUFFIX.match(suffix):
-        raise AddressError(f"suffix {suffix!r} is not '.' and 1-16 letters or digits")
-    return f"{CONTENT_PREFIX}{digest[:2]}/{digest[2:4]}/{digest}{suffix}"
-
-
-def content_digest(address: str) -> str | None:
-    """The SHA-256 (hex) in a content address, or None for any other address."""
-    match = _CONTENT.match(address)
-    return match.group(3) if match else None
-
-
-def check_address(address: str, store: str = "?") -> str:
-    """``address`` if it is a safe relative path inside a store, else an :class:`AddressError`:
-    no empty, ``.`` or ``..`` segment, no leading ``/``, no backslash, glob character (``*?[]``),
-    NUL or other control character, at most 1024 characters."""
-    def bad(why: str) -> AddressError:
-        return AddressError(f"store {store!r}: address {address!r} refused: {why}")
-
-    if not isinstance(address, str) or not address:
-        raise bad("an address is a non-empty string")
-    if len(address) > MAX_ADDRESS:
-        raise bad(f"longer than {MAX_ADDRESS} characters")
-    if any(ord(c) < 32 or ord(c) == 127 for c in address):
-        raise bad("control characters (NUL, newline...) are not allowed")
-    if any(c in _FORBIDDEN for c in address):
-        raise bad("backslashes and glob characters (* ? [ ]) are not allowed")
-    if address.startswith("/") or address.startswith("~"):
-        raise bad("it must be relative to the store's root")
-    if any(part in ("", ".", "..") for part in address.split("/")):
-        raise bad("empty, '.' and '..' path segments are not allowed (nothing outside the root)")
-    return address
 
 
 def _now() -> datetime:
@@ -315,7 +269,9 @@ class Store:
         with self._errors("write", address):
             if self.is_local:
                 if not self._refresh(path, len(data)):
-                    self._commit_local([data], path)
+                    tmp = self._path(TEMP_PREFIX + uuid.uuid4().hex)
+                    self._write_local(io.BytesIO(data), tmp)
+                    self._rename(tmp, path)
             else:
                 self.fs.pipe_file(path, bytes(data))  # one PUT (or multipart): atomic
         return address
@@ -343,17 +299,13 @@ class Store:
             tmp = self._path(TEMP_PREFIX + uuid.uuid4().hex)
             with self._errors("write", address or "a new object"):
                 digest, size = self._write_local(src, tmp)
-            try:
-                address = address or content_address(digest, suffix)
+            address = address or content_address(digest, suffix)
+            with self._errors("write", address):
                 path = self._path(address)
-                with self._errors("write", address):
-                    if address.startswith(CONTENT_PREFIX) and self._refresh(path, size):
-                        self.fs.rm_file(tmp)
-                    else:
-                        self._rename(tmp, path)
-            except BaseException:
-                _silently(self.fs.rm_file, tmp)
-                raise
+                if address.startswith(CONTENT_PREFIX) and self._refresh(path, size):
+                    self.fs.rm_file(tmp)
+                else:
+                    self._rename(tmp, path)
         return address
 
     def _put_file_remote(self, source: Any, suffix: str, address: str | None) -> str:
@@ -391,21 +343,22 @@ class Store:
             raise
         return digest.hexdigest(), size
 
-    def _commit_local(self, chunks: Iterable[bytes], path: str) -> None:
-        """Write ``chunks`` to a temporary file, then rename it to ``path`` (atomic)."""
-        tmp = self._path(TEMP_PREFIX + uuid.uuid4().hex)
-        self._write_local(_ChunkReader(chunks), tmp)
+    def _rename(self, tmp: str, path: str) -> None:
+        """Move a written temporary file into place: one rename, atomic (never a copy, which
+        fsspec's ``mv`` falls back to across devices), then made durable: the rows that will
+        reference the object are committed durably too. On failure the temporary goes."""
+        folder = self.fs._parent(path)
         try:
-            self._rename(tmp, path)
+            self.fs.makedirs(folder, exist_ok=True)
+            os.replace(tmp, path)
         except BaseException:
             _silently(self.fs.rm_file, tmp)
             raise
-
-    def _rename(self, tmp: str, path: str) -> None:
-        """Move a written temporary file into place: one rename, atomic (never a copy, which
-        fsspec's ``mv`` falls back to across devices)."""
-        self.fs.makedirs(self.fs._parent(path), exist_ok=True)
-        os.replace(tmp, path)
+        fd = os.open(folder, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
 
     def _refresh(self, path: str, size: int) -> bool:
         """If an object of ``size`` bytes is at ``path``, make it young again (so a running gc
@@ -480,8 +433,11 @@ class Store:
 
     def checksum(self, address: str) -> str:
         """The SHA-256 (hex) of the object's content, read in chunks."""
+        digest = hashlib.sha256()
         with self.open(address) as src, self._errors("read", address):
-            return _hash_stream(src)[0]
+            while chunk := src.read(CHUNK):
+                digest.update(chunk)
+        return digest.hexdigest()
 
     def verify(self, address: str, *, size: int | None = None, checksum: str | None = None) -> None:
         """Check the object: its size against ``size``, then its content against ``checksum``
@@ -550,27 +506,12 @@ def _opened(source: str | os.PathLike[str] | IO[bytes]) -> Iterator[IO[bytes]]:
 
 
 def _hash_stream(src: IO[bytes]) -> tuple[str, int]:
-    """(SHA-256 hex, size) of a stream read to its end in chunks."""
+    """(SHA-256 hex, size) of the caller's stream read to its end in chunks."""
     digest, size = hashlib.sha256(), 0
     while chunk := _read(src, CHUNK):
         digest.update(chunk)
         size += len(chunk)
     return digest.hexdigest(), size
-
-
-class _ChunkReader:
-    """A minimal stream over in-memory chunks (``put_bytes`` on a file store)."""
-
-    def __init__(self, chunks: Iterable[bytes]) -> None:
-        self._views = [memoryview(c) for c in chunks]
-
-    def read(self, size: int) -> bytes:
-        while self._views and not self._views[0]:
-            self._views.pop(0)
-        if not self._views:
-            return b""
-        piece, self._views[0] = self._views[0][:size], self._views[0][size:]
-        return bytes(piece)
 
 
 def _silently(func: Callable[..., Any], *args: Any) -> None:

@@ -169,11 +169,20 @@ def database_state(url: str, prefix: str) -> tuple[dict[str, int], dict[str, lis
     return {str(i): n for i, n in rois}, {str(a): [e, c] for a, e, c in arrays}
 
 
+def run_partitions(run: dg.DagsterRun) -> list[str]:
+    """The partition keys of a run the demo's sensors launched: its partition, or every key of
+    its range (the demo's keys are integers, neighbours in their partitions definition)."""
+    if "dagster/partition" in run.tags:
+        return [run.tags["dagster/partition"]]
+    first, last = run.tags["dagster/asset_partition_range_start"], run.tags["dagster/asset_partition_range_end"]
+    return [str(k) for k in range(int(first), int(last) + 1)]
+
+
 def sensor_runs(instance: dg.DagsterInstance, sensor: str) -> dict[dg.DagsterRunStatus, set[str]]:
     """Partition keys of the runs ``sensor`` launched, by run status."""
     out: dict[dg.DagsterRunStatus, set[str]] = {}
     for run in instance.get_runs(filters=dg.RunsFilter(tags={"dagster/sensor_name": sensor})):
-        out.setdefault(run.status, set()).add(run.tags.get("dagster/partition", ""))
+        out.setdefault(run.status, set()).update(run_partitions(run))
     return out
 
 

@@ -574,7 +574,7 @@ def run_dagster_overhead(args: argparse.Namespace, tag: str, tmp: Path) -> dict[
             try:
                 Image, Segmentation = declare_mp(schema, None, rois)
                 Image.insert([dict(image_id=i, image=image) for i in range(n)])
-                defs = build_definitions(schema, checks=False)
+                defs = build_definitions(schema, checks=False, keys_per_run=1)  # the keys, one request each
                 with dagster_instance(tmp / f"mpbench_{tag}_backfill", args.url, storage) as instance:
                     tick, _ = sensor_tick(defs, Segmentation, instance)  # adds the partitions
                     keys = [r.partition_key or r.tags["dagster/partition"] for r in tick.run_requests]

@@ -62,6 +62,13 @@ def claim(master: type[Table], key: dict[str, Any], wait: float = 0.0) -> Claim:
         time.sleep(POLL_SECONDS)
 
 
-def release(master: type[Table], key: dict[str, Any]) -> None:
-    """Give the reservation of ``key`` back (after its entry was written or failed)."""
-    master.schema.backend.release(lock_id(master, key))
+def release(master: type[Table], key: dict[str, Any], later: bool = False) -> None:
+    """Give the reservation of ``key`` back (after its entry was written or failed). ``later``:
+    with this thread's next claim (one round trip for both) or ``flush_releases``; the entry
+    is written or failed by then, so holding its lock a moment longer changes nothing."""
+    master.schema.backend.release(lock_id(master, key), later)
+
+
+def flush_releases(master: type[Table]) -> None:
+    """Give back the reservations released ``later`` that are still held."""
+    master.schema.backend.flush_releases()

@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any
 
 from .autopopulate import Entry, compute_entry, write_entry
 from .errors import MakeError
-from .reservation import Claim, claim, release
+from .reservation import Claim, claim, flush_releases, release
 
 if TYPE_CHECKING:
     from .table import Table
@@ -51,7 +51,7 @@ class KeyOutcome:
 
 def populate_key(
     master: type[Table], key: dict[str, Any], reserve: bool = True, wait: float = 0.0,
-    keep_rows: bool = False, write: Callable[[Entry], bool] = write_entry,
+    keep_rows: bool = False, write: Callable[[Entry], bool] = write_entry, release_later: bool = False,
 ) -> KeyOutcome:
     """Reserve ``key`` (waiting up to ``wait`` seconds for another worker's reservation), run
     ``make`` and ``write`` the entry in one transaction (``write_entry``, or an IO manager's
@@ -70,7 +70,7 @@ def populate_key(
     try:
         return _compute_and_write(master, key, keep_rows, write)
     finally:
-        release(master, key)
+        release(master, key, later=release_later)
 
 
 def _compute_and_write(
@@ -110,8 +110,11 @@ def run_keys(
         raise ValueError(f"processes must be at least 1, not {processes}")
     processes = min(processes, len(keys))
     if processes <= 1:
-        for key in keys:
-            yield populate_key(master, key, reserve, wait, keep_rows, write)
+        try:  # each key's release travels with the next key's claim: one round trip per key
+            for key in keys:
+                yield populate_key(master, key, reserve, wait, keep_rows, write, release_later=True)
+        finally:
+            flush_releases(master)
         return
     yield from _pool(list(keys), processes, (master, reserve, wait, keep_rows, write))
 

@@ -326,3 +326,34 @@ def test_a_pool_stops_at_once_whatever_sigterm_handler_the_parent_has(pipeline, 
     finally:
         signal.signal(signal.SIGTERM, previous)
     assert not Result & {"key": 3}
+
+
+def test_populate_leaves_no_reservation_held(pg_url):
+    """Releases travel with the next key's claim; the last ones are given back when populate
+    ends, also when it ends with an error."""
+    import psycopg
+
+    schema = mp.Schema(unique_schema_name("wkrl"), database_url=pg_url)
+    try:
+        Source, Result = declare(schema, chunk_kb=1)
+        Source.insert([{"key": k} for k in range(6)])
+        pid = schema.backend.execute(psycopg.sql.SQL("SELECT pg_backend_pid()"))[0][0]
+
+        def held() -> int:
+            with psycopg.connect(pg_url) as other:
+                return other.execute("SELECT count(*) FROM pg_locks WHERE pid = %s AND locktype = 'advisory'",
+                                     (pid,)).fetchone()[0]
+
+        assert Result.populate(max_calls=3)["success_count"] == 3
+        assert held() == 0
+        original = Result.make
+        Result.make = lambda self, key: (_ for _ in ()).throw(ValueError("no"))
+        try:
+            with pytest.raises(ValueError):
+                Result.populate()
+        finally:
+            Result.make = original
+        assert held() == 0
+        assert Result.populate()["success_count"] == 3
+    finally:
+        drop(schema)

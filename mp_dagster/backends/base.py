@@ -59,6 +59,7 @@ class Backend(ABC):
             local.conn = self._connect()
             local.pid = pid
             local.depth = 0
+            local.unlocks = []  # a forked child holds none of its parent's reservations
         return local.conn
 
     def reset(self) -> None:
@@ -273,8 +274,13 @@ class Backend(ABC):
         process) ends, whichever comes first."""
 
     @abstractmethod
-    def release(self, lock_id: int) -> None:
-        """Give up a reservation taken by :meth:`try_reserve` (nothing if it is already gone)."""
+    def release(self, lock_id: int, later: bool = False) -> None:
+        """Give up a reservation taken by :meth:`try_reserve` (nothing if it is already gone);
+        ``later``: with this thread's next reservation or :meth:`flush_releases`, if the backend
+        can save a round trip that way."""
+
+    def flush_releases(self) -> None:  # noqa: B027 - a no-op where releases are never deferred
+        """Give up the reservations released ``later`` that are still held."""
 
     @staticmethod
     def key_hash(full_name: str, key: Sequence[Any]) -> int:

@@ -68,7 +68,7 @@ _BEGIN = b"BEGIN"
 _COMMIT = b"COMMIT"
 _LOCK = b"SELECT pg_advisory_xact_lock(%s)"
 _TRY_LOCK = b"SELECT pg_try_advisory_lock(%s)"
-_UNLOCK = b"SELECT pg_advisory_unlock(%s)"
+_UNLOCK_MANY = b"SELECT pg_advisory_unlock(x) FROM unnest(%s::bigint[]) AS x"
 
 
 class PostgresBackend(Backend):
@@ -200,6 +200,7 @@ class PostgresBackend(Backend):
             self.reset()
 
     def reset(self) -> None:
+        self._local.unlocks = []  # the session's locks go with it
         self._local.pending = None
         self._local.cursors = None
         self._local.defer_inserts = False
@@ -421,12 +422,14 @@ class PostgresBackend(Backend):
     def try_reserve(self, lock_id: int, written: tuple[Any, Any]) -> tuple[bool, bool]:
         """A session-level advisory lock taken with a try (this connection is in autocommit: no
         transaction, no row lock), then the EXISTS query in its own snapshot, taken after the
-        lock: a writer that released the key had committed before. One round trip. The server
-        drops the lock when the session ends, so a killed worker leaves no reservation."""
+        lock: a writer that released the key had committed before. One round trip, which also
+        carries the releases left for later (``release(later=True)``). The server drops the
+        locks when the session ends, so a killed worker leaves no reservation."""
         if self.in_transaction:
             raise MPError("a key cannot be reserved inside a transaction")
         conn = self.conn
         for attempt in (0, 1):
+            unlocks = self._take_unlocks()
             try:
                 self._send(conn, self._take(conn))
                 if getattr(self._local, "streamed", False):
@@ -434,17 +437,21 @@ class PostgresBackend(Backend):
                     # right after a streamed result comes back in chunks, which psycopg refuses;
                     # a plain statement in between clears that, so go without the pipeline
                     self._local.streamed = False
+                    if unlocks:
+                        conn.execute(_UNLOCK_MANY, (unlocks,))
                     lock = conn.execute(_TRY_LOCK, (lock_id,))
                     exists = conn.execute(written[0], written[1])
                 else:
-                    def send_both(c: psycopg.Connection = conn) -> tuple[psycopg.Cursor, psycopg.Cursor]:
+                    def send(c: psycopg.Connection = conn, ids: list[int] = unlocks) -> tuple[Any, Any]:
+                        if ids:
+                            c.execute(_UNLOCK_MANY, (ids,), prepare=False)
                         return (c.execute(_TRY_LOCK, (lock_id,), prepare=False),
                                 c.execute(written[0], written[1], prepare=False))
 
-                    lock, exists = pipelined(conn, send_both)
+                    lock, exists = pipelined(conn, send)
                 return bool(lock.fetchone()[0]), bool(exists.fetchone()[0])
-            except psycopg.OperationalError as exc:
-                if not self.is_connection_error(exc):
+            except psycopg.Error as exc:
+                if not (isinstance(exc, psycopg.OperationalError) and self.is_connection_error(exc)):
                     self.release(lock_id)  # the query failed, not the lock: leave none behind
                     raise
                 lost = self._lost(exc)  # the session and its reservations are gone
@@ -453,12 +460,28 @@ class PostgresBackend(Backend):
                 conn = self.conn
         raise AssertionError("unreachable")
 
-    def release(self, lock_id: int) -> None:
+    def release(self, lock_id: int, later: bool = False) -> None:
+        """Give the lock back now, or (``later``) with this thread's next reservation or
+        :meth:`flush_releases`: a key's release then costs no round trip of its own."""
+        if later:
+            self._local.unlocks = [*(getattr(self._local, "unlocks", None) or []), lock_id]
+            return
+        self._unlock([lock_id])
+
+    def flush_releases(self) -> None:
+        self._unlock(self._take_unlocks())
+
+    def _take_unlocks(self) -> list[int]:
+        unlocks = getattr(self._local, "unlocks", None) or []
+        self._local.unlocks = []
+        return unlocks
+
+    def _unlock(self, lock_ids: list[int]) -> None:
         conn = getattr(self._local, "conn", None)
-        if conn is None or conn.closed or conn.broken:
-            return  # the session, and the lock with it, is gone
+        if not lock_ids or conn is None or conn.closed or conn.broken:
+            return  # nothing to give back, or the session, and its locks with it, is gone
         try:
-            conn.execute(_UNLOCK, (lock_id,))
+            conn.execute(_UNLOCK_MANY, (lock_ids,))
         except psycopg.OperationalError as exc:
             if not self.is_connection_error(exc):
                 raise

@@ -235,8 +235,8 @@ class SQLiteBackend(Backend):
             raise
         return reserved, exists
 
-    def release(self, lock_id: int) -> None:
-        self._reservations.unlock(lock_id)
+    def release(self, lock_id: int, later: bool = False) -> None:
+        self._reservations.unlock(lock_id)  # a local file: nothing to save by waiting
 
     def integrity_kind(self, exc: BaseException) -> str | None:
         if not isinstance(exc, sqlite3.IntegrityError):

@@ -629,7 +629,7 @@ def run_sensor(args: argparse.Namespace, tag: str, tmp: Path) -> dict[str, Any]:
             lambda: Image.insert([dict(image_id=i, image=tiny) for i in range(total)]))
         out["setup_insert_done_s"], _ = timed(lambda: Segmentation.insert(
             [dict(image_id=i) for i in range(total - new)], allow_direct_insert=True))
-        defs = build_definitions(schema, checks=False)
+        defs = build_definitions(schema, checks=False, keys_per_run=1)  # a request per key, as timed before
         storage = "sqlite" if args.dagster_storage == "sqlite" else "deploy"
         with warnings.catch_warnings(), dagster_instance(tmp / f"mpbench_{tag}_sensor", args.url, storage) as instance:
             warnings.simplefilter("ignore")

@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 from . import dependencies
 from .errors import DeclarationError, DuplicateError, MakeError, MPError
 from .expression import QueryExpression, as_expression
-from .heading import from_sql_value, to_sql_value
+from .values import from_sql_value, to_sql_value
 
 if TYPE_CHECKING:
     from .table import Table

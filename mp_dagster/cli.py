@@ -438,7 +438,8 @@ _TRUE, _FALSE = ("true", "yes", "1", "t", "y"), ("false", "no", "0", "f", "n")
 
 def text_to_value(table: Any, attr: Any, text: str) -> Any:
     """The typed value of ``attr=text`` (validated like an inserted value)."""
-    from .heading import INT_RANGES, to_sql_value
+    from .heading import INT_RANGES
+    from .values import to_sql_value
 
     name = attr.type.name
     if name in ("blob", "bytes", "json"):

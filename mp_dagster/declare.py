@@ -22,7 +22,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from .errors import DataError, DeclarationError
-from .heading import Attribute, Heading, parse_type, to_sql_value
+from .heading import Attribute, Heading, parse_type
+from .values import to_sql_value
 
 IDENTIFIER = re.compile(r"^[a-z][a-z0-9_]*$")
 MAX_IDENTIFIER = 63  # PostgreSQL's NAMEDATALEN - 1

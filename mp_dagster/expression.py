@@ -16,7 +16,8 @@ import numpy as np
 from psycopg import sql
 
 from .errors import DataError, MPError, QueryError
-from .heading import Attribute, Heading, numpy_dtype, to_sql_value
+from .heading import Attribute, Heading
+from .values import numpy_dtype, to_sql_value
 
 if TYPE_CHECKING:
     from .backends import Backend

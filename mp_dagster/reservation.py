@@ -19,7 +19,7 @@ import enum
 import time
 from typing import TYPE_CHECKING, Any
 
-from .heading import to_sql_value
+from .values import to_sql_value
 
 if TYPE_CHECKING:
     from .table import Table

@@ -27,7 +27,8 @@ from .errors import (
     QueryError,
 )
 from .expression import QueryExpression, RenderContext
-from .heading import Attribute, Heading, default_sql_value, to_sql_value
+from .heading import Attribute, Heading
+from .values import default_sql_value, to_sql_value
 
 if TYPE_CHECKING:
     from .backends import Backend

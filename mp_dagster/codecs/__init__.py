@@ -104,32 +104,27 @@ def resolve_codec(name: str, store: str | None = None) -> tuple[tuple[Codec, ...
             current_store = inner_store
 
 
-def chain_encoder(chain: tuple[Codec, ...]) -> Any:
-    """One function of the value: each codec's encoder, outermost first."""
-    functions = [c.encoder() for c in chain]
+def _compose(functions: list[Any]) -> Any:
+    """``functions`` applied one after the other, as one function (itself when alone)."""
     if len(functions) == 1:
         return functions[0]
 
-    def encode(value: Any) -> Any:
+    def composed(value: Any) -> Any:
         for f in functions:
             value = f(value)
         return value
 
-    return encode
+    return composed
+
+
+def chain_encoder(chain: tuple[Codec, ...]) -> Any:
+    """One function of the value: each codec's encoder, outermost first."""
+    return _compose([c.encoder() for c in chain])
 
 
 def chain_decoder(chain: tuple[Codec, ...]) -> Any:
     """One function of the stored value: each codec's decoder, innermost first."""
-    functions = [c.decoder() for c in reversed(chain)]
-    if len(functions) == 1:
-        return functions[0]
-
-    def decode(stored: Any) -> Any:
-        for f in functions:
-            stored = f(stored)
-        return stored
-
-    return decode
+    return _compose([c.decoder() for c in reversed(chain)])
 
 
 from .blob.codec import BlobCodec  # noqa: E402 - registers <blob> once the registry exists

@@ -30,6 +30,7 @@ HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
 PIPELINE = HERE / "celery_pipeline.py"
 CELERY_YAML = REPO / "deploy" / "celery.yaml"
+RUN_LAUNCHER_YAML = REPO / "deploy" / "celery_run_launcher.yaml"
 BIN = Path(sys.executable).parent
 REQUIRED = os.environ.get("CI") == "true" or os.environ.get("MP_DAGSTER_REQUIRE_POSTGRES") == "1"
 READY_TIMEOUT = 60.0
@@ -76,6 +77,12 @@ def start_redis(port: int, log: Path) -> subprocess.Popen:
             pass
         time.sleep(0.1)
     raise AssertionError(f"redis-server not up after 20 s:\n{log_tail(log)}")
+
+
+def celery_run_launcher() -> dict:
+    """deploy/celery_run_launcher.yaml's instance section: whole runs go to the celery workers
+    (the code location must then use the in-process executor: ``MP_CELERY_RUNS_ON_WORKERS=1``)."""
+    return yaml.safe_load(RUN_LAUNCHER_YAML.read_text())
 
 
 def patch_instance(home: Path, **sections) -> None:

@@ -12,6 +12,8 @@ Settings, from the environment (the same in the Dagster processes and in every w
   multiprocess executor instead;
 * ``MP_CELERY_PARTITIONS_PER_RUN``: ``max_partitions_per_run`` of the backfills;
 * ``MP_CELERY_COMPUTE_MS``: milliseconds of CPU ``make`` burns per key;
+* ``MP_CELERY_RUNS_ON_WORKERS=1``: the instance's run launcher is dagster-celery's (runs go to
+  the workers whole, deploy/celery_run_launcher.yaml), so the runs use the in-process executor;
 * ``MP_CELERY_WORKER``: set in each worker's environment; ``make`` records it in the entry;
 * ``MP_CELERY_SIGNAL_DIR`` (optional): ``make`` creates ``computing-<worker>-<key>`` there.
 """
@@ -90,7 +92,11 @@ CELERY_YAML = Path(__file__).resolve().parents[1] / "deploy" / "celery.yaml"
 
 
 def executor() -> dg.ExecutorDefinition | None:
-    """dagster-celery's executor configured by deploy/celery.yaml, when its broker is set."""
+    """dagster-celery's executor configured by deploy/celery.yaml, when its broker is set; the
+    in-process executor when whole runs go to the workers (``MP_CELERY_RUNS_ON_WORKERS=1``:
+    deploy/celery_run_launcher.yaml is the instance's run launcher)."""
+    if os.environ.get("MP_CELERY_RUNS_ON_WORKERS") == "1":
+        return dg.in_process_executor
     if not os.environ.get("DAGSTER_CELERY_BROKER_URL"):
         return None
     import yaml

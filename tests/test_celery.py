@@ -18,7 +18,7 @@ import dagster as dg
 import psycopg
 import psycopg.sql
 import pytest
-from celery_cluster import cluster, require_celery
+from celery_cluster import celery_run_launcher, cluster, require_celery
 from celery_pipeline import declare
 from conftest import postgres_url, unique_schema_name
 from test_reliability import check_entries, drop
@@ -161,6 +161,44 @@ def test_two_celery_workers_run_a_200_partition_backfill(tables, tmp_path, monke
     for run in runs:  # each run's keys were computed by the worker Dagster says ran its step
         first, last = map(int, run_partitions(run))
         assert set((Result & [{"key": k} for k in range(first, last + 1)]).fetch("worker")) == {workers[run.run_id]}
+
+
+
+def test_celery_run_launcher_sends_whole_runs_to_both_workers(tables, tmp_path, monkeypatch):
+    """deploy/celery_run_launcher.yaml: dagster-celery's run launcher sends each run of a
+    UI-launched backfill to a celery worker whole (no run process of its own; in-process
+    executor). 100 partitions in runs of 20 on two workers: both run some, each run's keys are
+    computed by one worker, every entry is written exactly once and whole."""
+    schema, Source, Result = tables
+    n, per_run = 100, 20
+    keys = [str(k) for k in range(n)]
+    Source.insert([{"key": k} for k in range(n)])
+    instance_config = {"run_coordinator": {"config": {"max_concurrent_runs": 2, "dequeue_interval_seconds": 1}},
+                       **celery_run_launcher()}
+    with cluster(tmp_path, postgres_url(), postgres_url(), schema.name, instance_config,
+                 MP_CELERY_COMPUTE_MS="30", MP_CELERY_PARTITIONS_PER_RUN=str(per_run),
+                 MP_CELERY_RUNS_ON_WORKERS="1") as c:
+        with open_instance(c, monkeypatch) as instance:
+            instance.add_dynamic_partitions(def_name(Source), keys)
+            asset = dg.AssetKey([schema.name, "result"])
+            backfill_id = c.start_backfill(asset, keys)
+            runs = wait_for_runs(c, instance, backfill_id, n // per_run)
+            statuses = Counter(r.status.value for r in runs)
+            assert statuses == {"SUCCESS": n // per_run}, f"{statuses}\n{c.logs()}"
+            # each run went to the broker as one celery task (the launcher's tag), not to a process
+            assert all(r.tags.get("dagster-celery/task_id") for r in runs), [r.tags for r in runs]
+            assert instance.get_materialized_partitions(asset) == set(keys)
+            assert materializations_per_partition(c.env) == dict.fromkeys(keys, 1)
+    found = check_entries(Result, chunk_kb=1)
+    assert found["masters"] == n and not found["partial"] and not found["orphans"], found
+    by_run = {}
+    for run in runs:
+        first, last = map(int, run_partitions(run))
+        by_run[run.run_id] = set((Result & [{"key": k} for k in range(first, last + 1)]).fetch("worker"))
+        assert len(by_run[run.run_id]) == 1, by_run  # a whole run on one worker
+    runs_per_worker = Counter(w for ws in by_run.values() for w in ws)
+    print(f"runs per worker {dict(runs_per_worker)}")
+    assert set(runs_per_worker) == {"w1", "w2"}, runs_per_worker
 
 
 def test_sigkill_celery_worker_mid_step(tables, tmp_path, monkeypatch):

@@ -4,6 +4,7 @@ The relational layer (this package's top level) imports nothing from Dagster; th
 mapping lives in :mod:`mp_dagster.dagster`.
 """
 
+from .aggregation import U
 from .autopopulate import Entry, compute_entry, write_entry
 from .codecs import Codec, get_codec, list_codecs
 from .errors import (
@@ -44,6 +45,7 @@ __all__ = [
     "QueryError",
     "Schema",
     "Table",
+    "U",
     "compute_entry",
     "get_codec",
     "list_codecs",

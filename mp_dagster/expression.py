@@ -92,6 +92,15 @@ class QueryExpression(RestrictionMixin, FetchMixin):
     def join(self, other: Any) -> QueryExpression:
         return self * other
 
+    def aggr(self, other: Any, *attributes: str, keep_all_rows: bool = False, **computed: str) -> QueryExpression:
+        """One row per row of this expression (its primary key and ``attributes``) with the
+        ``computed`` attributes (``n="count(*)"``, ``mean_area="avg(area)"``) evaluated over the
+        matching rows of ``other``; rows without a match only with ``keep_all_rows=True``. The
+        expressions are parsed, never sent as SQL text: see :mod:`mp_dagster.formula`."""
+        from .aggregation import aggr
+
+        return aggr(self, other, *attributes, keep_all_rows=keep_all_rows, **computed)
+
     @property
     def primary_key(self) -> list[str]:
         return self.heading.primary_key
@@ -104,6 +113,7 @@ class QueryExpression(RestrictionMixin, FetchMixin):
         order_by: Sequence[str] | None = None,
         limit: int | None = None,
         distinct: bool = False,
+        offset: int | None = None,
     ) -> sql.Composable:
         """``SELECT`` of ``attributes`` (output name -> source name through ``renames``)."""
         alias = ctx.alias()
@@ -131,18 +141,22 @@ class QueryExpression(RestrictionMixin, FetchMixin):
             )
         if limit is not None:
             query = query + sql.SQL(" LIMIT {}").format(ctx.param(int(limit)))
+        if offset is not None:
+            if limit is None and self.backend.name != "postgres":
+                query = query + sql.SQL(" LIMIT -1")  # SQLite: no OFFSET without a LIMIT
+            query = query + sql.SQL(" OFFSET {}").format(ctx.param(int(offset)))
         return query
 
     # once (populate, write_entry and the Dagster layer ask ``Table & key`` for every key).
     def _query(
         self, kind: str, attributes: Sequence[str] | None, order_by: Sequence[str] | None,
-        limit: int | None, build: Any,
+        limit: int | None, build: Any, offset: int | None = None,
     ) -> tuple[Any, dict[str, Any]]:
-        key = self._shape(kind, attributes, order_by, limit)
+        key = self._shape(kind, attributes, order_by, limit, offset)
         if key is not None:
             hit = _RENDERED.get(key)
             if hit is not None:
-                return hit, self._shape_params(limit)
+                return hit, self._shape_params(limit, offset)
         ctx = RenderContext()
         query = build(ctx)
         if key is not None and len(_RENDERED) < _RENDERED_MAX:
@@ -151,7 +165,8 @@ class QueryExpression(RestrictionMixin, FetchMixin):
         return query, ctx.params
 
     def _shape(
-        self, kind: str, attributes: Sequence[str] | None, order_by: Sequence[str] | None, limit: int | None
+        self, kind: str, attributes: Sequence[str] | None, order_by: Sequence[str] | None, limit: int | None,
+        offset: int | None = None,
     ) -> tuple | None:
         """What the rendered SQL depends on, for a declared table restricted by plain dicts
         (negated or not); None for anything else (rendered every time)."""
@@ -169,10 +184,10 @@ class QueryExpression(RestrictionMixin, FetchMixin):
         return (
             kind, self.backend.name, self.name, tuple(heading.names),
             None if attributes is None else tuple(attributes),
-            None if not order_by else tuple(order_by), limit is not None, tuple(shapes),
+            None if not order_by else tuple(order_by), limit is not None, offset is not None, tuple(shapes),
         )
 
-    def _shape_params(self, limit: int | None) -> dict[str, Any]:
+    def _shape_params(self, limit: int | None, offset: int | None = None) -> dict[str, Any]:
         """The parameters :meth:`_select` would collect, in the same order and with the same errors."""
         heading = self.heading
         params: dict[str, Any] = {}
@@ -185,10 +200,18 @@ class QueryExpression(RestrictionMixin, FetchMixin):
                 params[f"p{len(params)}"] = self._restriction_value(heading[name], value)
         if limit is not None:
             params[f"p{len(params)}"] = int(limit)
+        if offset is not None:
+            params[f"p{len(params)}"] = int(offset)
         return params
 
     def __iter__(self) -> Iterator[dict[str, Any]]:
         return iter(self.fetch(as_dict=True))
+
+    def _repr_html_(self) -> str:
+        """The notebook preview: the first rows (blobs summarised) and the row count."""
+        from .preview import html_preview
+
+        return html_preview(self)
 
     def __repr__(self) -> str:
         try:

@@ -29,11 +29,13 @@ class FetchMixin:
     backend: Backend
 
     def _fetch_rows(
-        self, attributes: Sequence[str], order_by: Sequence[str] | None = None, limit: int | None = None
+        self, attributes: Sequence[str], order_by: Sequence[str] | None = None, limit: int | None = None,
+        offset: int | None = None,
     ) -> list[tuple]:
         query, params = self._query(
             "select", attributes, order_by, limit,
-            lambda ctx: self._select(ctx, attributes, order_by=order_by, limit=limit),
+            lambda ctx: self._select(ctx, attributes, order_by=order_by, limit=limit, offset=offset),
+            offset=offset,
         )
         heading = self.heading
         attrs = [heading[n] for n in attributes]
@@ -60,6 +62,7 @@ class FetchMixin:
         as_dict: bool = False,
         order_by: str | Sequence[str] | None = None,
         limit: int | None = None,
+        offset: int | None = None,
         format: str | None = None,  # noqa: A002 - DataJoint's keyword
     ) -> Any:
         """Rows of the expression.
@@ -69,9 +72,12 @@ class FetchMixin:
         * ``fetch("a")``: a numpy array of ``a``'s values; ``fetch("a", "b")``: a tuple of arrays;
         * ``fetch("KEY")``: the primary keys as a list of dicts.
 
-        Rows come ordered by primary key unless ``order_by`` says otherwise.
+        Rows come ordered by primary key unless ``order_by`` says otherwise: an attribute,
+        ``"attr DESC"``, ``"KEY"`` / ``"KEY DESC"`` (the primary key), or a list of these; the
+        primary key breaks ties. ``limit`` rows at most, after skipping ``offset`` rows.
         """
-        order = _order_list(order_by) or self.heading.primary_key
+        order = order_terms(self.name, self.heading, order_by)
+        limit, offset = _count_arg(self.name, "limit", limit), _count_arg(self.name, "offset", offset)
         if format not in (None, "array", "dict"):
             raise QueryError(f"{self.name}: fetch format must be 'array' or 'dict'")
         as_dict = as_dict or format == "dict"
@@ -84,7 +90,7 @@ class FetchMixin:
                     raise QueryError(f"{self.name}: unknown attribute {a!r}; attributes are {self.heading.names}")
                 names.append(a)
             wanted = list(dict.fromkeys(names + (self.heading.primary_key if "KEY" in attributes else [])))
-            rows = self._fetch_rows(wanted, order, limit)
+            rows = self._fetch_rows(wanted, order, limit, offset)
             pk = self.heading.primary_key
             if as_dict:
                 return [dict(zip(wanted, r)) for r in rows]
@@ -98,7 +104,7 @@ class FetchMixin:
                     out.append(_column_array(self.heading[a], list(columns[wanted.index(a)])))
             return out[0] if len(out) == 1 else tuple(out)
         names = self.heading.names
-        rows = self._fetch_rows(names, order, limit)
+        rows = self._fetch_rows(names, order, limit, offset)
         if as_dict:
             return [dict(zip(names, r)) for r in rows]
         dtype = [(n, numpy_dtype(self.heading[n])) for n in names]
@@ -125,6 +131,14 @@ class FetchMixin:
             return row
         out = [{k: row[k] for k in self.heading.primary_key} if a == "KEY" else row[a] for a in attributes]
         return out[0] if len(out) == 1 else tuple(out)
+
+    def head(self, limit: int = 25, *, n: int | None = None, **fetch_kwargs: Any) -> Any:
+        """The first ``limit`` (or ``n``) rows by primary key, as ``fetch(**fetch_kwargs)`` gives them."""
+        return self.fetch(order_by="KEY", limit=_n_rows(self.name, "head", limit, n), **fetch_kwargs)
+
+    def tail(self, limit: int = 25, *, n: int | None = None, **fetch_kwargs: Any) -> Any:
+        """The last ``limit`` (or ``n``) rows by primary key, in primary-key order."""
+        return self.fetch(order_by="KEY DESC", limit=_n_rows(self.name, "tail", limit, n), **fetch_kwargs)[::-1]
 
     def keys(self) -> list[dict[str, Any]]:
         """The primary keys, as dicts."""
@@ -213,10 +227,40 @@ def _column_array(attr: Attribute, values: list[Any]) -> np.ndarray:
     return np.array(values, dtype=dtype)
 
 
-def _order_list(order_by: str | Sequence[str] | None) -> list[str]:
+def order_terms(name: str, heading: Heading, order_by: str | Sequence[str] | None) -> list[str]:
+    """``order_by`` as validated terms (``"attr"`` / ``"attr DESC"``), ``KEY`` expanded to the
+    primary key, the primary key appended to break ties; a QueryError naming ``name`` for a term
+    that is not ``attribute [ASC|DESC]``."""
     if order_by is None:
-        return []
-    return [order_by] if isinstance(order_by, str) else list(order_by)
+        return list(heading.primary_key)
+    given = [order_by] if isinstance(order_by, str) else order_by
+    if not isinstance(given, (list, tuple)):
+        raise QueryError(f"{name}: order_by must be a string or a list of strings, got {type(order_by).__name__}")
+    out: dict[str, str] = {}
+    for term in given:
+        parts = term.split() if isinstance(term, str) else []
+        if not 1 <= len(parts) <= 2 or (len(parts) == 2 and parts[1].upper() not in ("ASC", "DESC")):
+            raise QueryError(f"{name}: invalid order_by term {term!r}: use 'attribute', 'attribute DESC' or 'KEY'")
+        desc = len(parts) == 2 and parts[1].upper() == "DESC"
+        for attr in heading.primary_key if parts[0] == "KEY" else [parts[0]]:
+            if attr not in heading:
+                raise QueryError(f"{name}: order_by names unknown attribute {attr!r}; attributes are {heading.names}")
+            t = heading[attr].type
+            if t.is_user_codec or t.name in _BLOBS or t.name == "json":
+                raise QueryError(f"{name}.{attr}: cannot order by a {t} attribute")
+            out.setdefault(attr, f"{attr} DESC" if desc else attr)
+    for attr in heading.primary_key:
+        out.setdefault(attr, attr)
+    return list(out.values())
+
+
+def _count_arg(name: str, what: str, value: Any) -> int | None:
+    """``limit`` / ``offset``: None or an integer >= 0."""
+    if value is None:
+        return None
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, np.integer)) or value < 0:
+        raise QueryError(f"{name}: {what} must be an integer >= 0, got {value!r}")
+    return int(value)
 
 
 def _order_term(alias: sql.Identifier, heading: Heading, term: str) -> sql.Composable:
@@ -226,3 +270,9 @@ def _order_term(alias: sql.Identifier, heading: Heading, term: str) -> sql.Compo
     if name not in heading or direction not in ("ASC", "DESC") or len(parts) > 2:
         raise QueryError(f"invalid order_by term {term!r}: use 'attribute [ASC|DESC]'")
     return sql.SQL("{} {}").format(_col(alias, name), sql.SQL(direction))
+
+
+def _n_rows(name: str, what: str, limit: int, n: int | None) -> int | None:
+    if n is not None and limit != 25:
+        raise QueryError(f"{name}: {what}() takes limit or n, not both")
+    return _count_arg(name, f"{what}() limit", limit if n is None else n)

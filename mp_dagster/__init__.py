@@ -7,6 +7,7 @@ mapping lives in :mod:`mp_dagster.dagster`.
 from .aggregation import U
 from .autopopulate import Entry, compute_entry, write_entry
 from .codecs import Codec, get_codec, list_codecs
+from .diagram import Diagram
 from .errors import (
     BlobError,
     DataError,
@@ -30,6 +31,7 @@ __all__ = [
     "Computed",
     "DataError",
     "DeclarationError",
+    "Diagram",
     "DirectInsertError",
     "DuplicateError",
     "Entry",

@@ -35,6 +35,7 @@ FLOAT64 = SQLType("float64")
 TEXT = SQLType("text")
 _NUMERIC = {*INT_RANGES, "float32", "float64", "decimal"}
 _UNORDERED = {"blob", "bytes", "json"}
+_NO_ORDER = {"bool", "uuid"}
 
 _TOKEN = re.compile(
     r"""\s*(?:
@@ -248,6 +249,8 @@ def _compile(node: Any, resolve: Resolver, ctx: RenderContext, backend: str, whe
     if node.function == "count":
         return Compiled(call, INT64, False, True)
     if node.function in ("min", "max"):
+        if arg.type.name in _NO_ORDER:  # PostgreSQL has no min/max for these
+            raise fail(f"{node.function}() cannot compare {arg.type} values")
         return Compiled(call, arg.type, True, True)
     numeric(arg, f"{node.function}()")
     if node.function == "sum" and arg.type.name in INT_RANGES:

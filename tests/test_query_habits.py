@@ -3,6 +3,11 @@
 
 from __future__ import annotations
 
+import datetime as dt
+import decimal
+import re
+import uuid
+
 import numpy as np
 import pytest
 
@@ -261,3 +266,39 @@ def test_head_and_tail(schema):
     assert len(Animal.head()) == 5 and len(Animal().tail()) == 5
     with pytest.raises(mp.QueryError, match="takes limit or n, not both"):
         Animal.head(3, n=2)
+
+
+def test_aggr_over_other_types_agrees_on_both_backends(schema):
+    @schema
+    class Visit(mp.Manual):
+        definition = """
+        visit : int
+        ---
+        site : enum('north', 'south')
+        day : date
+        cost : decimal(8,2)
+        paid : bool
+        token : uuid
+        small : float32
+        """
+
+    Visit.insert([
+        (1, "north", dt.date(2024, 1, 5), decimal.Decimal("10.50"), True, uuid.uuid4(), 1.5),
+        (2, "south", dt.date(2024, 3, 1), decimal.Decimal("2.25"), False, uuid.uuid4(), 2.5),
+        (3, "south", dt.date(2023, 12, 31), decimal.Decimal("1.00"), True, uuid.uuid4(), 0.5),
+    ])
+    row = mp.U("site").aggr(Visit, first="min(day)", last="max(day)", spent="sum(cost)", mean="avg(cost)",
+                            paid="count(paid)", tokens="count(distinct token)", top="max(small)")
+    assert row.fetch(as_dict=True) == [
+        {"site": "north", "first": dt.date(2024, 1, 5), "last": dt.date(2024, 1, 5), "spent": 10.5, "mean": 10.5,
+         "paid": 1, "tokens": 1, "top": 1.5},
+        {"site": "south", "first": dt.date(2023, 12, 31), "last": dt.date(2024, 3, 1), "spent": 3.25,
+         "mean": 1.625, "paid": 2, "tokens": 2, "top": 2.5},
+    ]
+    assert mp.U().aggr(Visit, s="max(site)").fetch1("s") == "south"
+    for text, message in (("max(paid)", "max() cannot compare bool values"),
+                          ("min(token)", "min() cannot compare uuid values"),
+                          ("sum(paid)", "sum() needs numbers, not bool"),
+                          ("max(site) + 1", "'+' needs numbers, not enum('north','south')")):
+        with pytest.raises(mp.QueryError, match=re.escape(f"{message} in {text!r}")):
+            mp.U("site").aggr(Visit, x=text)

@@ -15,7 +15,7 @@ import numpy as np
 from psycopg import sql
 
 from . import dependencies
-from .errors import DataError, DirectInsertError, DuplicateError, MissingParentError
+from .errors import DataError, DirectInsertError, DuplicateError, MissingParentError, MPError
 
 if TYPE_CHECKING:
     from .table import Table
@@ -79,7 +79,25 @@ def update1(table: Table, row: Any, allow_direct_update: bool = False) -> None:
         kind = backend.integrity_kind(exc)
         if kind is None:
             raise
+        if kind == "foreign_key" and not (backend.in_transaction and backend.errors_abort_transaction):
+            full = {**key, **{a: row[a] for a in row}}
+            for fk in cls._definition.foreign_keys:
+                values = {a: full.get(a) for a in fk.attributes}
+                if any(a in row and not heading[a].in_key for a in fk.attributes) and None not in values.values() \
+                        and not _parent_has(fk.parent, values):
+                    raise MissingParentError(
+                        f"{name}: update1 at {key}: attribute(s) {', '.join(fk.attributes)} = "
+                        f"{tuple(values.values())!r} reference a row missing from {fk.parent.full_name}") from None
         error = {"duplicate": DuplicateError, "foreign_key": MissingParentError}.get(kind, DataError)
         attrs = ", ".join(a.name for a in changed)
         detail = getattr(getattr(exc, "diag", None), "message_detail", None) or str(exc)
         raise error(f"{name}: update1 of {attrs} at {key} refused by the database ({kind}): {detail}") from None
+
+
+def _parent_has(parent: Any, values: dict[str, Any]) -> bool:
+    """Whether ``parent`` has the row ``values`` refer to (True when that cannot be asked, e.g.
+    attribute names that differ from the parent's: the database's own message is used then)."""
+    try:
+        return bool(parent() & values)
+    except MPError:
+        return True

@@ -230,6 +230,60 @@ def test_update1_on_auto_populated_tables_needs_allow_direct_update(schema):
     assert (Scan & key).fetch1("quality") == 0.9 and (Scan.Cell & dict(key, cell=0)).fetch1("area") == 1.0
 
 
+def test_update1_of_a_foreign_key_checks_the_parent(schema):
+    Animal, Session, Scan = declare(schema)
+
+    @schema
+    class Cage(mp.Manual):
+        definition = """
+        cage : int
+        ---
+        -> Animal
+        """
+
+    Cage.insert1((1, 1))
+    Cage.update1(dict(cage=1, animal_id=3))
+    with pytest.raises(mp.MissingParentError, match=re.escape(
+            f"{Cage.full_name}: update1 at {{'cage': 1}}: attribute(s) animal_id = (99,) reference a row missing "
+            f"from {Animal.full_name}")):
+        Cage.update1(dict(cage=1, animal_id=99))
+    assert Cage.fetch1() == {"cage": 1, "animal_id": 3}
+
+
+class ShoutCodec(mp.Codec):
+    """Text stored upper-case (to see that update1 encodes as insert does)."""
+
+    name = "qh_shout"
+    dtype = "varchar(40)"
+
+    def validate(self, value):
+        if not isinstance(value, str):
+            raise TypeError("expected text")
+
+    def encode(self, value, *, key=None, store_name=None):
+        return value.upper()
+
+    def decode(self, stored, *, key=None):
+        return stored.lower() + "!"
+
+
+def test_update1_encodes_codec_attributes_as_insert_does(schema):
+    @schema
+    class Note(mp.Manual):
+        definition = """
+        note_id : int
+        ---
+        text : <qh_shout>
+        """
+
+    Note.insert1((1, "hello"))
+    Note.update1(dict(note_id=1, text="bye"))
+    assert (Note & {"note_id": 1}).fetch1("text") == "bye!"
+    with pytest.raises(mp.DataError, match=re.escape(f"{Note.full_name}.text: <qh_shout> cannot encode int")):
+        Note.update1(dict(note_id=1, text=3))
+    assert (Note & {"note_id": 1}).fetch1("text") == "bye!"
+
+
 # -- fetch order_by / limit / offset, head / tail ----------------------------------------------
 def test_fetch_order_by_limit_offset(schema):
     Animal, Session, Scan = declare(schema)

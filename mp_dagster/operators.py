@@ -81,7 +81,7 @@ class KeyProjection(Projection):
         self._renames = {}
         self._heading = Heading(
             {
-                n: Attribute(n, source.heading[n].type, True, False, None, False, "")
+                n: Attribute(n, source.heading[n].type, True, source.heading[n].nullable)
                 for n in names
             }
         )

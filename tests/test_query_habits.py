@@ -165,6 +165,9 @@ def test_universal_set_distinct_values_and_aggregation(schema):
     sessions = mp.U("rig").aggr(Session * Animal, n="count(*)", animals="count(distinct animal_id)")
     assert sessions.fetch(as_dict=True) == [{"rig": "A", "n": 4, "animals": 3}, {"rig": "B", "n": 2, "animals": 2}]
     assert mp.U().aggr(Animal, n="count(*)", mean="avg(weight)").fetch1() == {"n": 5, "mean": 125.2}
+    emails = (mp.U("email") & Animal).fetch()  # a nullable attribute: NULL is one of the values
+    assert set(emails["email"]) == {"a@lab", None}
+    assert mp.U("email").aggr(Animal, n="count(*)").fetch("n", order_by="n").tolist() == [1, 4]
     for call, message in (
         (lambda: mp.U("nope") & Animal, "has no attribute 'nope'"),
         (lambda: mp.U("photo") & Animal, "is a blob attribute: it has no distinct values"),

@@ -78,8 +78,21 @@ class Aggregation(QueryExpression):
         return self._name
 
     def _compile(self, ctx: RenderContext, g: sql.Identifier, s: sql.Identifier) -> dict[str, Any]:
-        grouping, source = self._grouping, self.source.heading
+        """Each computed attribute's SQL (``g``: the group's alias, ``s``: the source's); notes
+        in ``self._used`` the source attributes they read."""
         used: set[str] = set()
+        out = {}
+        for new, (node, text) in self._computed.items():
+            where = f"{self._name} attribute {new!r}"
+            resolve = self._resolver(g, s, used, where, text)
+            out[new] = compile_expression(node, resolve, ctx, self.backend.name, where, text)
+        self._used = used
+        return out
+
+    def _resolver(self, g: sql.Identifier, s: sql.Identifier, used: set[str], where: str, text: str) -> Any:
+        """Attribute name -> (column, attribute) for one expression: inside an aggregate function
+        the source's attributes (else the group's), outside it only the grouping attributes."""
+        grouping, source = self._grouping, self.source.heading
 
         def resolve(name: str, inside: bool) -> tuple[sql.Composable, Attribute]:
             if inside and name in source:
@@ -96,12 +109,7 @@ class Aggregation(QueryExpression):
             raise QueryError(f"{where}: unknown attribute {name!r} in {text!r}; attributes are "
                              f"{list(dict.fromkeys([*grouping, *source.names]))}")
 
-        out = {}
-        for new, (node, text) in self._computed.items():
-            where = f"{self._name} attribute {new!r}"
-            out[new] = compile_expression(node, resolve, ctx, self.backend.name, where, text)
-        self._used = used
-        return out
+        return resolve
 
     def _from(self, ctx: RenderContext) -> sql.Composable:
         g, s = ctx.alias(), ctx.alias()

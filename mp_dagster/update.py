@@ -83,8 +83,10 @@ def update1(table: Table, row: Any, allow_direct_update: bool = False) -> None:
             full = {**key, **{a: row[a] for a in row}}
             for fk in cls._definition.foreign_keys:
                 values = {a: full.get(a) for a in fk.attributes}
+                # the parent's names for them (they differ for a renamed reference, ``-> P.proj(a='b')``)
+                referenced = getattr(fk, "referenced", None) or fk.attributes
                 if any(a in row and not heading[a].in_key for a in fk.attributes) and None not in values.values() \
-                        and not _parent_has(fk.parent, values):
+                        and not _parent_has(fk.parent, dict(zip(referenced, values.values()))):
                     raise MissingParentError(
                         f"{name}: update1 at {key}: attribute(s) {', '.join(fk.attributes)} = "
                         f"{tuple(values.values())!r} reference a row missing from {fk.parent.full_name}") from None

@@ -4,8 +4,10 @@ The relational layer (this package's top level) imports nothing from Dagster; th
 mapping lives in :mod:`mp_dagster.dagster`.
 """
 
+from .aggregation import U
 from .autopopulate import Entry, compute_entry, write_entry
 from .codecs import Codec, get_codec, list_codecs
+from .diagram import Diagram
 from .errors import (
     BlobError,
     DataError,
@@ -29,6 +31,7 @@ __all__ = [
     "Computed",
     "DataError",
     "DeclarationError",
+    "Diagram",
     "DirectInsertError",
     "DuplicateError",
     "Entry",
@@ -44,6 +47,7 @@ __all__ = [
     "QueryError",
     "Schema",
     "Table",
+    "U",
     "compute_entry",
     "get_codec",
     "list_codecs",

@@ -67,6 +67,7 @@ from pathlib import Path
 from typing import Any, NoReturn
 
 from . import dependencies
+from .diagram import class_name, diagram_dot, diagram_text, masters_of, parts_of, tier_of
 from .errors import ConnectionError as MPConnectionError
 from .errors import DeclarationError, MPError, PartIntegrityError
 
@@ -189,22 +190,6 @@ def _import_file(spec: str) -> None:
     except BaseException:
         sys.modules.pop(name, None)
         raise
-
-
-def masters_of(tables: list[Any]) -> list[Any]:
-    return dependencies.topological(t for t in tables if t.master is None)
-
-
-def parts_of(master: Any) -> list[Any]:
-    return dependencies.topological(master.parts)
-
-
-def class_name(table: Any) -> str:
-    return table.__qualname__ if table.master is None else f"{table.master.__name__}.{table.__name__}"
-
-
-def tier_of(table: Any) -> str:
-    return "part" if table.master is not None else table.tier
 
 
 def databases(tables: list[Any]) -> list[str]:
@@ -366,62 +351,6 @@ def cmd_status(args: argparse.Namespace) -> int:
 
 
 # -- diagram ------------------------------------------------------------------------------------
-
-_DOT_STYLE = {
-    "manual": 'shape=box, style="rounded,filled", fillcolor="#d9f2d9"',
-    "lookup": 'shape=plaintext, style=filled, fillcolor="#e6e6e6"',
-    "imported": 'shape=ellipse, style=filled, fillcolor="#d9e6f7"',
-    "computed": 'shape=ellipse, style=filled, fillcolor="#f7dada"',
-    "part": 'shape=box, style=filled, fillcolor="#ffffff", fontsize=10',
-}
-
-
-def _dot_id(text: str) -> str:
-    return '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
-
-
-def diagram_text(tables: list[Any]) -> str:
-    lines = ["tables:"]
-    for m in masters_of(tables):
-        lines.append(f"  {m.full_name}  ({class_name(m)}, {m.tier})")
-        for p in parts_of(m):
-            lines.append(f"      {p.full_name}  ({class_name(p)}, part)")
-    edges = dependencies.edges(tables)
-    lines.append("")
-    lines.append("foreign keys (parent -> child):")
-    lines.extend(f"  {p.full_name} -> {c.full_name}" for p, c in edges)
-    if not edges:
-        lines.append("  (none)")
-    return "\n".join(lines)
-
-
-def diagram_dot(tables: list[Any]) -> str:
-    lines = [
-        "digraph mp_dagster {",
-        "  rankdir=TB;",
-        '  node [fontname="Helvetica", fontsize=11];',
-        '  edge [color="#555555"];',
-    ]
-
-    def node(t: Any, indent: str) -> str:
-        label = f"{class_name(t)}\\n{t.full_name}"
-        return f'{indent}{_dot_id(t.full_name)} [label="{label}", {_DOT_STYLE.get(tier_of(t), "")}];'
-
-    for m in masters_of(tables):
-        parts = parts_of(m)
-        if not parts:
-            lines.append(node(m, "  "))
-            continue
-        lines.append(f"  subgraph {_dot_id('cluster_' + m.full_name)} {{")
-        lines.append(f"    label={_dot_id(class_name(m))};")
-        lines.append('    style="rounded,dashed"; color="#888888";')
-        lines.append(node(m, "    "))
-        lines.extend(node(p, "    ") for p in parts)
-        lines.append("  }")
-    for p, c in dependencies.edges(tables):
-        lines.append(f"  {_dot_id(p.full_name)} -> {_dot_id(c.full_name)};")
-    lines.append("}")
-    return "\n".join(lines)
 
 
 def cmd_diagram(args: argparse.Namespace) -> int:

@@ -39,6 +39,7 @@ CLASS_LEVEL = frozenset(
     {
         "fetch", "fetch1", "insert", "insert1", "delete", "delete_preview", "populate", "key_source",
         "pending_keys", "proj", "keys", "restrict", "join", "progress", "describe", "drop",
+        "aggr", "update1", "head", "tail",
     }
 )
 
@@ -301,6 +302,13 @@ class Table(QueryExpression, metaclass=TableMeta):
             seen[key] = n
             out.append(tuple(values))
         return out
+
+    def update1(self, row: Mapping[str, Any], allow_direct_update: bool = False) -> None:
+        """Change secondary attributes of one existing row: ``row`` names its whole primary key
+        and the attributes to set (see :func:`mp_dagster.update.update1`)."""
+        from .update import update1
+
+        update1(self, row, allow_direct_update=allow_direct_update)
 
     def _key_text(self, key: Sequence[Any]) -> str:
         return "{" + ", ".join(f"{k}={v!r}" for k, v in zip(self.heading.primary_key, key)) + "}"

@@ -87,7 +87,7 @@ class Entry:
             if part is master:
                 continue
             names = part._definition.heading.names
-            idx = [names.index(k) for k in pk]
+            idx = [names.index(c) for c in part._definition.master_key or pk]
             for r in prows:
                 if tuple(r[i] for i in idx) != expected:
                     raise MakeError(
@@ -150,15 +150,17 @@ class AutoPopulate:
     def key_source(self) -> QueryExpression:
         """Keys to populate: the join of the primary-key parents (override with an expression)."""
         cls = type(self)
-        parents = [fk.parent for fk in cls._definition.foreign_keys if fk.in_key]
-        if not parents:
+        fks = [fk for fk in cls._definition.foreign_keys if fk.in_key]
+        if not fks:
             raise DeclarationError(
                 f"{cls.full_name} has no primary-key parents: define key_source (e.g. "
                 f"key_source = Other.proj()) to say which keys to populate"
             )
-        source = as_expression(parents[0]).proj()
+        # a renamed foreign key (-> Animal.proj(subject_id='animal_id')) renames the parent's key
+        parents = [as_expression(fk.parent).proj(**fk.renames) for fk in fks]
+        source = parents[0]
         for p in parents[1:]:
-            source = source * as_expression(p).proj()
+            source = source * p
         return source
 
     def _key_source(self) -> QueryExpression:

@@ -166,11 +166,21 @@ def _plan(expr: Table, part_integrity: str) -> tuple[dict[str, KeySet], CascadeP
                 pk = master._definition.heading.primary_key
                 # compared on the master's primary key only: a part and its master may share
                 # secondary attributes (both ``-> L``) whose values differ
-                o, d = sql.Identifier("o"), sql.Identifier("d")
+                mk = t._definition.master_key or tuple(pk)  # the part's columns holding it
+                o, d, k = sql.Identifier("o"), sql.Identifier("d"), sql.Identifier("k")
+                if set(mk) <= set(ks.pk):
+                    rows, where = ks.ident, []
+                else:  # the master's key is secondary in this part (``-> master`` below ``---``)
+                    rows = backend.table_ident(t.schema.name, t.table_name)
+                    where = [sql.SQL("EXISTS (SELECT 1 FROM {} AS k WHERE {})").format(
+                        ks.ident, _match(k, ks.pk, o, ks.pk))]
+                if mks is not None:
+                    where.append(sql.SQL("NOT EXISTS (SELECT 1 FROM {} AS d WHERE {})").format(
+                        mks.ident, _match(d, pk, o, mk)))
                 orphans = sql.SQL("SELECT {} FROM {} AS o{}").format(
-                    sql.SQL(", ").join(_col(o, a) for a in pk), ks.ident,
-                    sql.SQL("") if mks is None else sql.SQL(" WHERE NOT EXISTS (SELECT 1 FROM {} AS d WHERE {})").format(
-                        mks.ident, _match(d, pk, o, pk)))
+                    sql.SQL(", ").join(sql.SQL("{} AS {}").format(_col(o, c), sql.Identifier(a))
+                                       for c, a in zip(mk, pk)), rows,
+                    sql.SQL(" WHERE ") + sql.SQL(" AND ").join(where) if where else sql.SQL(""))
                 if mks is not None and not backend.execute(sql.SQL("SELECT EXISTS ({})").format(orphans))[0][0]:
                     continue
                 if part_integrity == "enforce":
@@ -201,7 +211,7 @@ def _children_of(backend: Any, table: type[Table], fk: Any, parent: KeySet) -> s
     ``parent``'s key set."""
     c, p = sql.Identifier("c"), sql.Identifier("p")
     pk = table._definition.heading.primary_key
-    parent_names = getattr(fk, "parent_attributes", None) or fk.attributes
+    parent_names = fk.referenced  # the parent's names: a renamed key (-> P.proj(b='a')) maps b to a
     return sql.SQL("SELECT {} FROM {} AS c WHERE EXISTS (SELECT 1 FROM {} AS p WHERE {})").format(
         sql.SQL(", ").join(_col(c, a) for a in pk),
         backend.table_ident(table.schema.name, table.table_name),

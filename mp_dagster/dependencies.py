@@ -70,6 +70,15 @@ def master_of(table: Any) -> Any:
     return master if master is not None else table  # not `or`: a table class is falsy when empty
 
 
+def part_restriction(part: Any, key: dict[str, Any]) -> dict[str, Any]:
+    """``key`` (the master's primary key) in the names of ``part``'s columns that hold it (they
+    differ when the part reaches its master through a renamed reference)."""
+    master = part.master
+    pk = master._definition.heading.primary_key
+    cols = part._definition.master_key or tuple(pk)
+    return {c: key[k] for k, c in zip(pk, cols) if k in key}
+
+
 def upstream_masters(master: Any) -> list[Any]:
     """Masters of every table that ``master`` or any of its parts references (lineage)."""
     out: dict[str, Any] = {}

@@ -149,7 +149,9 @@ class Table(QueryExpression, metaclass=TableMeta):
             for fk in d.foreign_keys:
                 if fk.in_key == section:
                     opts = [o for o, on in (("nullable", fk.nullable), ("unique", fk.unique)) if on]
-                    lines.append(f"-> {'[' + ', '.join(opts) + '] ' if opts else ''}{fk.parent.__qualname__}")
+                    proj = ", ".join(f"{a}={p!r}" for a, p in fk.renames.items())
+                    lines.append(f"-> {'[' + ', '.join(opts) + '] ' if opts else ''}{fk.parent.__qualname__}"
+                                 + (f".proj({proj})" if proj else ""))
             for a in d.heading:
                 if a.in_key == section and a.name not in fk_attrs:
                     default = f" = {a.default!r}" if a.has_default else ""
@@ -380,20 +382,21 @@ def _explain(kind: str, exc: BaseException, batches: Sequence[tuple[type[Table],
             for fk in cls._definition.foreign_keys:
                 idx = [heading.names.index(a) for a in fk.attributes]
                 wanted = {tuple(r[i] for i in idx) for r in rows if all(r[i] is not None for i in idx)}
+                parent_names = fk.parent._definition.heading.names
                 present = {
-                    tuple(r[heading.names.index(a)] for a in fk.attributes)
+                    tuple(r[parent_names.index(a)] for a in fk.referenced)
                     for r in written.get(fk.parent.full_name, [])
                 } if fk.parent.full_name in written else set()
                 missing = wanted - present
                 if not missing:
                     continue
-                keys = [dict(zip(fk.attributes, k)) for k in sorted(missing, key=repr)]
+                keys = [dict(zip(fk.referenced, k)) for k in sorted(missing, key=repr)]
                 existing = {
-                    tuple(k[a] for a in fk.attributes)
+                    tuple(k[a] for a in fk.referenced)
                     for start in range(0, len(keys), 500)
                     for k in (fk.parent() & keys[start : start + 500]).fetch("KEY")
                 }
-                absent = [k for k in keys if tuple(k[a] for a in fk.attributes) not in existing]
+                absent = [k for k in keys if tuple(k[a] for a in fk.referenced) not in existing]
                 if absent:
                     return MissingParentError(
                         f"{cls.full_name}: attribute(s) {', '.join(fk.attributes)} = "

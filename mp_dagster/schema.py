@@ -221,6 +221,11 @@ class Schema:
 
     # -- dropping ----------------------------------------------------------------------------
     def drop_table(self, cls: type[Table]) -> None:
+        if cls.master is not None:  # as DataJoint (#374): a part goes with its master only
+            raise MPError(
+                f"cannot drop {cls.full_name}: it is a part of {cls.master.full_name}; drop the master "
+                f"({cls.master.__qualname__}.drop()) to drop it with its parts"
+            )
         for child, _ in dependencies.children(cls):
             if dependencies.master_of(child) is not cls:
                 raise MPError(f"cannot drop {cls.full_name}: {child.full_name} references it")

@@ -43,6 +43,31 @@ def children(table: Any) -> list[tuple[Any, Any]]:
     return out
 
 
+def descendants(table: Any) -> list[Any]:
+    """``table`` and every loaded table that depends on it, directly or not (parts included),
+    parents before children."""
+    seen: dict[str, Any] = {table.full_name: table}
+    frontier = [table]
+    while frontier:
+        for child, _ in children(frontier.pop()):
+            if child.full_name not in seen:
+                seen[child.full_name] = child
+                frontier.append(child)
+    return topological(seen.values())
+
+
+def ancestors(table: Any) -> list[Any]:
+    """``table`` and every table it depends on, directly or not, parents before children."""
+    seen: dict[str, Any] = {table.full_name: table}
+    frontier = [table]
+    while frontier:
+        for parent in parents(frontier.pop()):
+            if parent.full_name not in seen:
+                seen[parent.full_name] = parent
+                frontier.append(parent)
+    return topological(seen.values())
+
+
 def topological(tables: Iterable[Any]) -> list[Any]:
     """Parents before children (stable: otherwise declaration order)."""
     tables = list(dict.fromkeys(tables))

@@ -210,6 +210,8 @@ class Schema:
         cls.schema = self
         cls.table_name = table_name
         cls._definition = definition
+        if "Table definition:" not in (cls.__doc__ or ""):  # help(Table) shows it, as in DataJoint
+            cls.__doc__ = (cls.__doc__ or "") + "\nTable definition:\n\n" + cls.definition
         cls._declared_name = full_name
         cls._dropped_name = None
         if known is None:

@@ -139,24 +139,38 @@ class Table(QueryExpression, metaclass=TableMeta):
         return self.backend.table_ident(cls.schema.name, cls.table_name)
 
     def describe(self) -> str:
-        """The definition as declared (normalised)."""
+        """The definition as declared (normalised): parsed again, it declares the same table."""
         d = type(self)._definition
         lines = [f"# {d.comment}"] if d.comment else []
         fk_attrs = {a for fk in d.foreign_keys for a in fk.attributes}
+
+        def fk_line(fk: Any) -> str:
+            opts = [o for o, on in (("nullable", fk.nullable), ("unique", fk.unique)) if on]
+            proj = ", ".join(f"{a}={p!r}" for a, p in fk.renames.items())
+            p = fk.parent  # named as a definition names it: ``Table`` or ``Master.Part``
+            ref = f"{p.master.__name__}.{p.__name__}" if p.master is not None else p.__name__
+            return f"-> {'[' + ', '.join(opts) + '] ' if opts else ''}{ref}" + (f".proj({proj})" if proj else "")
+
         for section in (True, False):
-            if not section and (d.heading.secondary or any(not fk.in_key for fk in d.foreign_keys)):
+            fks = [fk for fk in d.foreign_keys if fk.in_key == section]
+            attrs = [a for a in d.heading if a.in_key == section]
+            if not section and (attrs or fks):
                 lines.append("---")
-            for fk in d.foreign_keys:
-                if fk.in_key == section:
-                    opts = [o for o, on in (("nullable", fk.nullable), ("unique", fk.unique)) if on]
-                    proj = ", ".join(f"{a}={p!r}" for a, p in fk.renames.items())
-                    lines.append(f"-> {'[' + ', '.join(opts) + '] ' if opts else ''}{fk.parent.__qualname__}"
-                                 + (f".proj({proj})" if proj else ""))
-            for a in d.heading:
-                if a.in_key == section and a.name not in fk_attrs:
-                    default = f" = {a.default!r}" if a.has_default else ""
+            # a foreign key goes where its first attribute of this section is (declaration order);
+            # one whose attributes all came with earlier lines goes first
+            placed = {id(fk) for fk in fks if not any(a.name in fk.attributes for a in attrs)}
+            lines.extend(fk_line(fk) for fk in fks if id(fk) in placed)
+            for a in attrs:
+                for fk in fks:
+                    if id(fk) not in placed and a.name in fk.attributes:
+                        placed.add(id(fk))
+                        lines.append(fk_line(fk))
+                if a.name not in fk_attrs:
+                    default = f" = {_default_text(a.default)}" if a.has_default else ""
                     comment = f"  # {a.comment}" if a.comment else ""
                     lines.append(f"{a.name}{default} : {a.type}{comment}")
+        for ix in d.indexes:
+            lines.append(f"{'unique ' if ix.unique else ''}index ({', '.join(ix.attributes)})")
         return "\n".join(lines)
 
     # -- inserting -------------------------------------------------------------------------
@@ -325,6 +339,17 @@ class Table(QueryExpression, metaclass=TableMeta):
     def drop(self) -> None:
         """Drop this table (and its parts). Refused while other tables reference it."""
         type(self).schema.drop_table(type(self))
+
+
+def _default_text(value: Any) -> str:
+    """A default as the definition grammar reads it back (``describe``)."""
+    if value is None:
+        return "null"
+    if value == "CURRENT_TIMESTAMP" or isinstance(value, bool):
+        return str(value).lower() if isinstance(value, bool) else value
+    if isinstance(value, (int, float)):
+        return repr(value)
+    return "'" + str(value).replace("'", "''") + "'"
 
 
 def write_tables(batches: Sequence[tuple[type[Table], list[tuple]]], skip_duplicates: bool = False,

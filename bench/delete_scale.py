@@ -24,8 +24,9 @@ delete the same rows.
 
 Server memory: (1) a thread samples the PostgreSQL backend's private memory (``RssAnon`` in
 ``/proc/<pid>/status``; the server runs on this machine) every 5 ms while mp_dagster previews
-and deletes; (2) one more slice is deleted with every statement of the plan run as
-``EXPLAIN (ANALYZE, BUFFERS, FORMAT JSON)`` (that runs it): the largest memory any plan node
+and deletes; (2) one more slice is deleted with every statement of the plan (the key-set
+inserts, the part-rule checks, the deletes) run as ``EXPLAIN (ANALYZE, BUFFERS, FORMAT JSON)``
+(that runs it; a ``SELECT`` then runs again for its rows): the largest memory any plan node
 reports (hash tables, sorts) and whether any spilled to disk, against ``work_mem``.
 """
 
@@ -188,7 +189,7 @@ def explain_delete(tables: dict[str, Any], ids: list[int]) -> dict[str, Any]:
 
     def explained(query: sql.Composable, params: Any = None, binary: bool = False, **kw: Any) -> list[tuple]:
         text = query.as_string(backend.conn)
-        if not re.match(r"\s*(INSERT|DELETE)\b", text):
+        if not re.match(r"\s*(INSERT|DELETE|SELECT)\b", text):
             return real(query, params, binary, **kw)
         rows = real(sql.SQL("EXPLAIN (ANALYZE, BUFFERS, FORMAT JSON) ") + query, params)
         doc = rows[0][0]
@@ -201,7 +202,8 @@ def explain_delete(tables: dict[str, Any], ids: list[int]) -> dict[str, Any]:
             if node.get("Sort Space Type") == "Disk" or node.get("Hash Batches", 1) > 1 or node.get("Disk Usage"):
                 report["spilled"].append(node.get("Node Type"))
             report["temp_blocks"] += node.get("Temp Written Blocks", 0)
-        return []
+        # a SELECT's rows are needed: it runs once more for real (EXPLAIN ANALYZE ran it once)
+        return real(query, params, binary, **kw) if text.lstrip().startswith("SELECT") else []
 
     backend.execute = explained  # an instance attribute: this bench only
     try:

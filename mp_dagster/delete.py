@@ -78,7 +78,12 @@ class KeySet:
                  match=_match(d, self.pk, s, self.pk)), params)
 
     def recount(self, backend: Any) -> int:
-        self.count = int(backend.execute(sql.SQL("SELECT count(*) FROM {}").format(self.ident))[0][0])
+        count = int(backend.execute(sql.SQL("SELECT count(*) FROM {}").format(self.ident))[0][0])
+        if count != self.count and backend.name == "postgres":
+            # statistics for the planner: a temporary table has none (autovacuum skips them),
+            # and with the default guess it hashes whole tables instead of probing their keys
+            backend.execute(sql.SQL("ANALYZE {}").format(self.ident))
+        self.count = count
         return self.count
 
     def drop(self, backend: Any) -> None:

@@ -57,6 +57,19 @@ class KeySet:
         self.ident = sql.Identifier(name)
         self.index = sql.Identifier(name + "_k")
         self.count = 0
+        # how the keys came: through foreign keys (fk, parent key set), or otherwise (the
+        # delete's own restriction, master entries pulled in by the part rule)
+        self.edges: dict[int, tuple[Any, KeySet]] = {}
+        self.other_sources = False
+        self.filled = False  # any keys added yet (an empty set needs no check for known keys)
+
+    def via_one_edge(self) -> tuple[Any, KeySet] | None:
+        """(fk, parent key set) when every key came through that one foreign key: the rows are
+        then exactly those referencing the parent's keys, and are deleted through them (the
+        parent's keys select ranges of the primary key: fewer probes than one per row)."""
+        if self.other_sources or len(self.edges) != 1:
+            return None
+        return next(iter(self.edges.values()))
 
     def columns(self, alias: sql.Composable | None = None) -> sql.Composable:
         return sql.SQL(", ").join(_col(alias, a) for a in self.pk)
@@ -68,14 +81,16 @@ class KeySet:
             self.ident, temp, self.columns(), backend.table_ident(t.schema.name, t.table_name)))
         backend.execute(sql.SQL("CREATE UNIQUE INDEX {} ON {} ({})").format(self.index, self.ident, self.columns()))
 
-    def add(self, backend: Any, source: sql.Composable, params: Any = None) -> None:
-        """Add the keys ``source`` selects (the primary key's columns, in order) that are new."""
+    def add(self, backend: Any, source: sql.Composable, params: Any = None, unique: bool = False) -> None:
+        """Add the keys ``source`` selects (the primary key's columns, in order) that are new;
+        ``unique``: ``source`` gives each key once (rows of one table), no DISTINCT needed."""
         s, d = sql.Identifier("s"), sql.Identifier("d")
-        backend.execute(sql.SQL(
-            "INSERT INTO {k} ({cols}) SELECT DISTINCT {scols} FROM ({source}) AS s "
-            "WHERE NOT EXISTS (SELECT 1 FROM {k} AS d WHERE {match})"
-        ).format(k=self.ident, cols=self.columns(), scols=self.columns(s), source=source,
-                 match=_match(d, self.pk, s, self.pk)), params)
+        backend.execute(sql.SQL("INSERT INTO {k} ({cols}) SELECT {distinct}{scols} FROM ({source}) AS s{new}").format(
+            k=self.ident, cols=self.columns(), scols=self.columns(s), source=source,
+            distinct=sql.SQL("" if unique else "DISTINCT "),
+            new=sql.SQL(" WHERE NOT EXISTS (SELECT 1 FROM {} AS d WHERE {})").format(
+                self.ident, _match(d, self.pk, s, self.pk)) if self.filled else sql.SQL("")), params)
+        self.filled = True
 
     def recount(self, backend: Any) -> int:
         count = int(backend.execute(sql.SQL("SELECT count(*) FROM {}").format(self.ident))[0][0])
@@ -148,6 +163,7 @@ def _plan(expr: Table, part_integrity: str) -> tuple[dict[str, KeySet], CascadeP
         reach(target)
         ctx = RenderContext()
         keysets[target.full_name].add(backend, expr._select(ctx, target._definition.heading.primary_key), ctx.params)
+        keysets[target.full_name].other_sources = True
         edge_seen: dict[tuple[str, int], int] = {}
         while True:
             order = dependencies.topological(ks.table for ks in keysets.values())
@@ -158,7 +174,8 @@ def _plan(expr: Table, part_integrity: str) -> tuple[dict[str, KeySet], CascadeP
                     if parent is None or not parent.count or edge_seen.get((t.full_name, i)) == parent.count:
                         continue
                     edge_seen[(t.full_name, i)] = parent.count
-                    ks.add(backend, _children_of(backend, t, fk, parent))
+                    ks.add(backend, _children_of(backend, t, fk, parent), unique=True)
+                    ks.edges[id(fk)] = (fk, parent)
                 ks.recount(backend)
             if part_integrity == "ignore":
                 break
@@ -198,6 +215,7 @@ def _plan(expr: Table, part_integrity: str) -> tuple[dict[str, KeySet], CascadeP
                     reach(master)
                     mks = keysets[master.full_name]
                 mks.add(backend, orphans)
+                mks.other_sources = True
                 mks.recount(backend)
                 added = True
             if not added:
@@ -288,8 +306,17 @@ def _delete_keys(table: type[Table], keys: KeySet) -> None:
     """Delete ``table``'s rows whose primary key is in ``keys`` (one statement)."""
     backend = table.schema.backend
     ident = backend.table_ident(table.schema.name, table.table_name)
+    d = sql.Identifier("d")
+    edge = keys.via_one_edge()
+    if edge is not None:  # the rows referencing the parent's keys: the same rows
+        fk, parent = edge
+        match = _match(d, fk.referenced, ident, fk.attributes)
+        source = parent.ident
+    else:
+        match = _match(d, keys.pk, ident, keys.pk)
+        source = keys.ident
     backend.execute(sql.SQL("DELETE FROM {} WHERE EXISTS (SELECT 1 FROM {} AS d WHERE {})").format(
-        ident, keys.ident, _match(sql.Identifier("d"), keys.pk, ident, keys.pk)))
+        ident, source, match))
 
 
 def _ask(preview: str) -> bool:

@@ -114,7 +114,11 @@ class Schema:
                 # as in DataJoint a bare name is looked up in the declaring scope first (a part
                 # ``Type`` with ``-> Type`` references the table Type, not itself), then among the
                 # sibling parts; ``master`` (and the master's class name) is the master
-                part_ctx = {**{p.__name__: p for p in parts}, **context, "master": cls}
+                part_ctx = {**context, "master": cls}
+                for p in parts:
+                    outer = context.get(p.__name__)
+                    if not (isinstance(outer, type) and issubclass(outer, Table)):
+                        part_ctx[p.__name__] = p
                 part.master = cls
                 part_table = check_identifier(f"{table_name}__{to_snake_case(name)}", "table")
 

@@ -156,10 +156,16 @@ class AutoPopulate:
             raise MakeError(
                 f"{cls.__qualname__} must define make(self, key), or make_fetch, make_compute and make_insert"
             )
-        fetched = tuple(self.make_fetch(key, **make_kwargs))
-        computed = tuple(self.make_compute(key, *fetched))
+        def returned(what: str, value: Any) -> tuple:
+            if not isinstance(value, (tuple, list)):
+                raise MakeError(f"{cls.full_name}.{what} must return a tuple (of the values the next step "
+                                f"takes), not {type(value).__name__}")
+            return tuple(value)
+
+        fetched = returned("make_fetch", self.make_fetch(key, **make_kwargs))
+        computed = returned("make_compute", self.make_compute(key, *fetched))
         self.make_insert(key, *computed)
-        if not _same(fetched, tuple(self.make_fetch(key, **make_kwargs))):
+        if not _same(fetched, returned("make_fetch", self.make_fetch(key, **make_kwargs))):
             raise MakeError(
                 f"{cls.full_name}.make({key}): the data make_fetch read changed while make_compute ran; "
                 "nothing is written (populate again to compute it from the new data)"

@@ -335,6 +335,29 @@ def test_tripartite_make_refuses_an_entry_whose_inputs_changed(schema):
     assert len(Racing) == 0
 
 
+def test_a_three_part_make_must_return_tuples(schema):
+    Source = source_table(schema)  # noqa: F841 - the definitions name it
+
+    @schema
+    class Loose(mp.Computed):
+        definition = """
+        -> Source
+        """
+
+        def make_fetch(self, key):
+            return 1
+
+        def make_compute(self, key, value):
+            return (value,)
+
+        def make_insert(self, key, value):
+            self.insert1(key)
+
+    with pytest.raises(mp.MakeError, match="make_fetch must return a tuple"):
+        Loose.populate()
+    assert len(Loose) == 0
+
+
 def test_a_table_without_make_says_what_to_define(schema):
     Source = source_table(schema)  # noqa: F841 - the definitions name it
 

@@ -16,6 +16,8 @@ from contextvars import ContextVar
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+import numpy as np
+
 from . import dependencies
 from .errors import DeclarationError, DuplicateError, MakeError, MPError
 from .expression import QueryExpression, as_expression
@@ -87,7 +89,7 @@ class Entry:
             if part is master:
                 continue
             names = part._definition.heading.names
-            idx = [names.index(k) for k in pk]
+            idx = [names.index(c) for c in part._definition.master_key or pk]
             for r in prows:
                 if tuple(r[i] for i in idx) != expected:
                     raise MakeError(
@@ -96,12 +98,12 @@ class Entry:
                     )
 
 
-def compute_entry(master: type[Table], key: dict[str, Any]) -> Entry:
-    """Run ``master.make(key)`` with its inserts collected; nothing is written."""
+def compute_entry(master: type[Table], key: dict[str, Any], make_kwargs: dict[str, Any] | None = None) -> Entry:
+    """Run ``master.make(key, **make_kwargs)`` with its inserts collected; nothing is written."""
     entry = Entry(master=master, key=dict(key))
     token = _current_entry.set(entry)
     try:
-        master().make(dict(key))
+        master().make(dict(key), **(make_kwargs or {}))
     finally:
         _current_entry.reset(token)
     entry.check()
@@ -142,23 +144,48 @@ def write_entry(entry: Entry) -> bool:
 class AutoPopulate:
     """Mixin of :class:`Imported` and :class:`Computed`: ``make``, ``key_source``, ``populate``."""
 
-    def make(self, key: dict[str, Any]) -> None:
-        """Compute the entry for ``key``: ``self.insert1(row)`` and ``self.Part.insert(rows)``."""
-        raise MakeError(f"{type(self).__qualname__} must define make(self, key)")
+    def make(self, key: dict[str, Any], **make_kwargs: Any) -> None:
+        """Compute the entry for ``key``: ``self.insert1(row)`` and ``self.Part.insert(rows)``.
+
+        Or, as DataJoint's three-part make, define ``make_fetch(key, **make_kwargs)`` (returns
+        a tuple), ``make_compute(key, *fetched)`` (returns a tuple) and
+        ``make_insert(key, *computed)``: ``make_fetch`` runs again after ``make_insert`` and the
+        entry is refused if what it reads has changed meanwhile."""
+        cls = type(self)
+        if not all(callable(getattr(cls, n, None)) for n in ("make_fetch", "make_compute", "make_insert")):
+            raise MakeError(
+                f"{cls.__qualname__} must define make(self, key), or make_fetch, make_compute and make_insert"
+            )
+        def returned(what: str, value: Any) -> tuple:
+            if not isinstance(value, (tuple, list)):
+                raise MakeError(f"{cls.full_name}.{what} must return a tuple (of the values the next step "
+                                f"takes), not {type(value).__name__}")
+            return tuple(value)
+
+        fetched = returned("make_fetch", self.make_fetch(key, **make_kwargs))
+        computed = returned("make_compute", self.make_compute(key, *fetched))
+        self.make_insert(key, *computed)
+        if not _same(fetched, returned("make_fetch", self.make_fetch(key, **make_kwargs))):
+            raise MakeError(
+                f"{cls.full_name}.make({key}): the data make_fetch read changed while make_compute ran; "
+                "nothing is written (populate again to compute it from the new data)"
+            )
 
     @property
     def key_source(self) -> QueryExpression:
         """Keys to populate: the join of the primary-key parents (override with an expression)."""
         cls = type(self)
-        parents = [fk.parent for fk in cls._definition.foreign_keys if fk.in_key]
-        if not parents:
+        fks = [fk for fk in cls._definition.foreign_keys if fk.in_key]
+        if not fks:
             raise DeclarationError(
                 f"{cls.full_name} has no primary-key parents: define key_source (e.g. "
                 f"key_source = Other.proj()) to say which keys to populate"
             )
-        source = as_expression(parents[0]).proj()
+        # a renamed foreign key (-> Animal.proj(subject_id='animal_id')) renames the parent's key
+        parents = [as_expression(fk.parent).proj(**fk.renames) for fk in fks]
+        source = parents[0]
         for p in parents[1:]:
-            source = source * as_expression(p).proj()
+            source = source * p
         return source
 
     def _key_source(self) -> QueryExpression:
@@ -193,6 +220,7 @@ class AutoPopulate:
         max_calls: int | None = None,
         display_progress: bool = False,
         processes: int = 1,
+        make_kwargs: dict[str, Any] | None = None,
     ) -> dict[str, Any]:
         """Run ``make`` for every pending key; each entry is written in its own transaction.
 
@@ -201,7 +229,8 @@ class AutoPopulate:
         processes or machines, never compute a key twice. ``order``: ``"original"`` (key
         order), ``"reverse"`` or ``"random"``. ``max_calls``: at most this many ``make`` calls
         in all. ``processes`` > 1 computes in a pool of that many worker processes (at most one
-        per key and per core), each with its own connection.
+        per key and per core), each with its own connection. ``make_kwargs``: keyword arguments
+        of every ``make`` call (of ``make_fetch`` for a three-part make), as in DataJoint.
 
         Returns ``{"success_count": n, "error_list": [(key, exception), ...]}``; errors are
         raised at once (the pool stopped) unless ``suppress_errors``.
@@ -218,7 +247,8 @@ class AutoPopulate:
         success = 0
         bar = _progress_bar(len(keys), cls.__qualname__) if display_progress else None
         started = time.monotonic()
-        with contextlib.closing(run_keys(cls, keys, processes=processes, reserve=reserve_jobs)) as outcomes:
+        with contextlib.closing(run_keys(cls, keys, processes=processes, reserve=reserve_jobs,
+                                            make_kwargs=make_kwargs)) as outcomes:
             for outcome in outcomes:
                 if outcome.status == "written":
                     success += 1
@@ -235,6 +265,24 @@ class AutoPopulate:
         if bar is not None:
             bar.close()
         return {"success_count": success, "error_list": errors}
+
+
+def _same(a: Any, b: Any) -> bool:
+    """Deep equality of fetched values (numpy arrays compared by value, NaN equal to NaN)."""
+    if isinstance(a, np.ndarray) or isinstance(b, np.ndarray):
+        a, b = np.asarray(a), np.asarray(b)
+        if a.shape != b.shape or a.dtype != b.dtype:
+            return False
+        if a.dtype.names or a.dtype == object:
+            return all(_same(x, y) for x, y in zip(a.ravel().tolist(), b.ravel().tolist()))
+        return bool(np.array_equal(a, b, equal_nan=a.dtype.kind in "fc"))
+    if isinstance(a, dict) and isinstance(b, dict):
+        return a.keys() == b.keys() and all(_same(a[k], b[k]) for k in a)
+    if isinstance(a, (list, tuple)) and isinstance(b, (list, tuple)):
+        return type(a) is type(b) and len(a) == len(b) and all(_same(x, y) for x, y in zip(a, b))
+    if isinstance(a, float) and isinstance(b, float) and a != a and b != b:
+        return True
+    return bool(type(a) is type(b) and a == b)
 
 
 def _progress_bar(total: int, name: str) -> Any:

@@ -7,6 +7,7 @@
     name [= default] : type [# comment]
     ---                               # three or more dashes: secondary attributes follow
     -> [nullable] Other               # secondary foreign keys may be nullable / unique
+    -> Other.proj(other_b='other_id') # renamed: our other_b references Other's other_id
     other = null : float64
     index(a, b)
     unique index(other)
@@ -54,17 +55,29 @@ def check_identifier(name: str, what: str) -> str:
 
 @dataclass(frozen=True)
 class ForeignKey:
-    """``-> Parent``: the referencing attributes are the parent's primary key, same names."""
+    """``-> Parent`` or ``-> Parent.proj(new='old')``: ``attributes`` (ours) reference the
+    parent's primary key ``parent_attributes``, position by position (same names unless renamed)."""
 
     parent: Any  # the parent table class
     attributes: tuple[str, ...]
     in_key: bool
     nullable: bool = False
     unique: bool = False
+    parent_attributes: tuple[str, ...] = ()  # empty: the same names as ``attributes``
 
     @property
     def parent_name(self) -> str:
         return self.parent.full_name
+
+    @property
+    def referenced(self) -> tuple[str, ...]:
+        """The parent's attribute names, in the order of ``attributes``."""
+        return self.parent_attributes or self.attributes
+
+    @property
+    def renames(self) -> dict[str, str]:
+        """``{our name: parent's name}`` for the renamed attributes only."""
+        return {a: p for a, p in zip(self.attributes, self.referenced) if a != p}
 
 
 @dataclass(frozen=True)
@@ -82,6 +95,9 @@ class TableDefinition:
     heading: Heading = field(default_factory=Heading)
     foreign_keys: list[ForeignKey] = field(default_factory=list)
     indexes: list[Index] = field(default_factory=list)
+    # a part's columns holding its master's primary key, in the master's key order (set when the
+    # part is declared: the same names after ``-> master``, others after a renamed reference)
+    master_key: tuple[str, ...] = ()
 
     def spec(self) -> dict[str, Any]:
         """The structural content compared against the database when a table is declared again.
@@ -96,6 +112,8 @@ class TableDefinition:
                     "attributes": list(fk.attributes),
                     "nullable": fk.nullable,
                     "unique": fk.unique,
+                    # only when renamed: specs stored before renames existed stay equal
+                    **({"parent_attributes": list(fk.referenced)} if fk.renames else {}),
                 }
                 for fk in self.foreign_keys
             ],
@@ -131,7 +149,11 @@ def describe_difference(table: str, old: Mapping[str, Any], new: Mapping[str, An
 
 
 _DIVIDER = re.compile(r"^-{3,}\s*(#.*)?$")
-_FK = re.compile(r"^->\s*(?:\[(?P<opts>[^\]]*)\]\s*)?(?P<ref>[A-Za-z_][A-Za-z0-9_.]*)\s*(?:#.*)?$")
+_FK = re.compile(
+    r"^->\s*(?:\[(?P<opts>[^\]]*)\]\s*)?(?P<ref>[A-Za-z_][A-Za-z0-9_]*(?:\s*\.\s*[A-Za-z_][A-Za-z0-9_]*)*)"
+    r"\s*(?:\(\s*(?P<args>[^()]*)\))?\s*(?:#.*)?$"
+)
+_RENAME = re.compile(r"^(?P<new>[A-Za-z_][A-Za-z0-9_]*)\s*=\s*(?P<q>['\"])(?P<old>[A-Za-z_][A-Za-z0-9_]*)(?P=q)$")
 _INDEX = re.compile(r"^(?P<unique>unique\s+)?index\s*\((?P<attrs>[^)]*)\)\s*(?:#.*)?$", re.IGNORECASE)
 _ATTR_NAME = re.compile(r"^(?P<name>[A-Za-z_][A-Za-z0-9_]*)\s*")
 
@@ -244,6 +266,37 @@ def parse_attribute(table: str, line: str, in_key: bool) -> Attribute:
     return attr
 
 
+def _parse_renames(table: str, line: str, args: str, parent: Any) -> dict[str, str]:
+    """``new='old', ...`` of ``-> Parent.proj(...)``: ``{parent's attribute: our name}``.
+
+    Only the parent's primary-key attributes can be renamed (they are what a foreign key
+    references); the new names are checked like any attribute name."""
+    pk = [a.name for a in parent.heading.attributes.values() if a.in_key]
+    renames: dict[str, str] = {}
+    for item in (x.strip() for x in args.split(",")):
+        if not item:
+            continue
+        m = _RENAME.fullmatch(item)
+        if not m:
+            raise DeclarationError(
+                f"{table}: cannot parse {item!r} in {line!r}: write new_name='parent_attribute'"
+            )
+        new, old = m.group("new"), m.group("old")
+        check_identifier(new, f"{table} attribute")
+        if old not in pk:
+            raise DeclarationError(
+                f"{table}: {line!r} renames {old!r}, which is not in the primary key of "
+                f"{parent.full_name} ({', '.join(pk)})"
+            )
+        if old in renames:
+            raise DeclarationError(f"{table}: {line!r} renames {old!r} twice")
+        renames[old] = new
+    names = [renames.get(a, a) for a in pk]
+    if len(set(names)) != len(names):
+        raise DeclarationError(f"{table}: {line!r} gives two of {parent.full_name}'s key attributes one name")
+    return {old: new for old, new in renames.items() if old != new}
+
+
 def parse_definition(
     table: str,
     definition: str,
@@ -289,13 +342,25 @@ def parse_definition(
             nullable = "nullable" in opts
             if nullable and in_key:
                 raise DeclarationError(f"{table}: a primary-key foreign key cannot be nullable: {line!r}")
-            parent = resolve(m.group("ref"))
+            ref = re.sub(r"\s+", "", m.group("ref"))
+            args = m.group("args")
+            if args is not None:
+                if not ref.endswith(".proj") or ref == ".proj":
+                    raise DeclarationError(
+                        f"{table}: cannot parse foreign key {line!r}: only a table or "
+                        "Table.proj(new_name='parent_name', ...) can be referenced"
+                    )
+                ref = ref[: -len(".proj")]
+            parent = resolve(ref)
+            renames = _parse_renames(table, line, args or "", parent)
             fk_attrs = []
+            parent_attrs = []
             for pattr in parent.heading.attributes.values():
                 if not pattr.in_key:
                     continue
+                name = renames.get(pattr.name, pattr.name)
                 new = Attribute(
-                    name=pattr.name,
+                    name=name,
                     type=pattr.type,
                     in_key=in_key,
                     nullable=nullable,
@@ -304,20 +369,22 @@ def parse_definition(
                     comment=pattr.comment,
                     from_parent=parent.full_name,
                 )
-                if pattr.name in attrs:
-                    existing = attrs[pattr.name]
+                if name in attrs:
+                    existing = attrs[name]
                     if existing.from_parent is None or existing.type != new.type:
                         raise DeclarationError(
-                            f"{table}.{pattr.name}: attribute declared twice (also from -> {m.group('ref')})"
+                            f"{table}.{name}: attribute declared twice (also from -> {ref})"
                         )
                 else:
-                    attrs[pattr.name] = new
-                fk_attrs.append(pattr.name)
-            if any(fk.parent is parent for fk in out.foreign_keys):
-                raise DeclarationError(f"{table}: duplicate foreign key to {m.group('ref')}")
+                    attrs[name] = new
+                fk_attrs.append(name)
+                parent_attrs.append(pattr.name)
+            if any(fk.parent is parent and fk.attributes == tuple(fk_attrs) for fk in out.foreign_keys):
+                raise DeclarationError(f"{table}: duplicate foreign key to {ref}")
             out.foreign_keys.append(
                 ForeignKey(parent=parent, attributes=tuple(fk_attrs), in_key=in_key, nullable=nullable,
-                           unique="unique" in opts)
+                           unique="unique" in opts,
+                           parent_attributes=tuple(parent_attrs) if renames else ())
             )
             continue
         m = _INDEX.match(line)

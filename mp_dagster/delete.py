@@ -57,6 +57,19 @@ class KeySet:
         self.ident = sql.Identifier(name)
         self.index = sql.Identifier(name + "_k")
         self.count = 0
+        # how the keys came: through foreign keys (fk, parent key set), or otherwise (the
+        # delete's own restriction, master entries pulled in by the part rule)
+        self.edges: dict[int, tuple[Any, KeySet]] = {}
+        self.other_sources = False
+        self.filled = False  # any keys added yet (an empty set needs no check for known keys)
+
+    def via_one_edge(self) -> tuple[Any, KeySet] | None:
+        """(fk, parent key set) when every key came through that one foreign key: the rows are
+        then exactly those referencing the parent's keys, and are deleted through them (the
+        parent's keys select ranges of the primary key: fewer probes than one per row)."""
+        if self.other_sources or len(self.edges) != 1:
+            return None
+        return next(iter(self.edges.values()))
 
     def columns(self, alias: sql.Composable | None = None) -> sql.Composable:
         return sql.SQL(", ").join(_col(alias, a) for a in self.pk)
@@ -68,17 +81,24 @@ class KeySet:
             self.ident, temp, self.columns(), backend.table_ident(t.schema.name, t.table_name)))
         backend.execute(sql.SQL("CREATE UNIQUE INDEX {} ON {} ({})").format(self.index, self.ident, self.columns()))
 
-    def add(self, backend: Any, source: sql.Composable, params: Any = None) -> None:
-        """Add the keys ``source`` selects (the primary key's columns, in order) that are new."""
+    def add(self, backend: Any, source: sql.Composable, params: Any = None, unique: bool = False) -> None:
+        """Add the keys ``source`` selects (the primary key's columns, in order) that are new;
+        ``unique``: ``source`` gives each key once (rows of one table), no DISTINCT needed."""
         s, d = sql.Identifier("s"), sql.Identifier("d")
-        backend.execute(sql.SQL(
-            "INSERT INTO {k} ({cols}) SELECT DISTINCT {scols} FROM ({source}) AS s "
-            "WHERE NOT EXISTS (SELECT 1 FROM {k} AS d WHERE {match})"
-        ).format(k=self.ident, cols=self.columns(), scols=self.columns(s), source=source,
-                 match=_match(d, self.pk, s, self.pk)), params)
+        backend.execute(sql.SQL("INSERT INTO {k} ({cols}) SELECT {distinct}{scols} FROM ({source}) AS s{new}").format(
+            k=self.ident, cols=self.columns(), scols=self.columns(s), source=source,
+            distinct=sql.SQL("" if unique else "DISTINCT "),
+            new=sql.SQL(" WHERE NOT EXISTS (SELECT 1 FROM {} AS d WHERE {})").format(
+                self.ident, _match(d, self.pk, s, self.pk)) if self.filled else sql.SQL("")), params)
+        self.filled = True
 
     def recount(self, backend: Any) -> int:
-        self.count = int(backend.execute(sql.SQL("SELECT count(*) FROM {}").format(self.ident))[0][0])
+        count = int(backend.execute(sql.SQL("SELECT count(*) FROM {}").format(self.ident))[0][0])
+        if count != self.count and backend.name == "postgres":
+            # statistics for the planner: a temporary table has none (autovacuum skips them),
+            # and with the default guess it hashes whole tables instead of probing their keys
+            backend.execute(sql.SQL("ANALYZE {}").format(self.ident))
+        self.count = count
         return self.count
 
     def drop(self, backend: Any) -> None:
@@ -143,6 +163,7 @@ def _plan(expr: Table, part_integrity: str) -> tuple[dict[str, KeySet], CascadeP
         reach(target)
         ctx = RenderContext()
         keysets[target.full_name].add(backend, expr._select(ctx, target._definition.heading.primary_key), ctx.params)
+        keysets[target.full_name].other_sources = True
         edge_seen: dict[tuple[str, int], int] = {}
         while True:
             order = dependencies.topological(ks.table for ks in keysets.values())
@@ -153,7 +174,8 @@ def _plan(expr: Table, part_integrity: str) -> tuple[dict[str, KeySet], CascadeP
                     if parent is None or not parent.count or edge_seen.get((t.full_name, i)) == parent.count:
                         continue
                     edge_seen[(t.full_name, i)] = parent.count
-                    ks.add(backend, _children_of(backend, t, fk, parent))
+                    ks.add(backend, _children_of(backend, t, fk, parent), unique=True)
+                    ks.edges[id(fk)] = (fk, parent)
                 ks.recount(backend)
             if part_integrity == "ignore":
                 break
@@ -166,11 +188,21 @@ def _plan(expr: Table, part_integrity: str) -> tuple[dict[str, KeySet], CascadeP
                 pk = master._definition.heading.primary_key
                 # compared on the master's primary key only: a part and its master may share
                 # secondary attributes (both ``-> L``) whose values differ
-                o, d = sql.Identifier("o"), sql.Identifier("d")
+                mk = t._definition.master_key or tuple(pk)  # the part's columns holding it
+                o, d, k = sql.Identifier("o"), sql.Identifier("d"), sql.Identifier("k")
+                if set(mk) <= set(ks.pk):
+                    rows, where = ks.ident, []
+                else:  # the master's key is secondary in this part (``-> master`` below ``---``)
+                    rows = backend.table_ident(t.schema.name, t.table_name)
+                    where = [sql.SQL("EXISTS (SELECT 1 FROM {} AS k WHERE {})").format(
+                        ks.ident, _match(k, ks.pk, o, ks.pk))]
+                if mks is not None:
+                    where.append(sql.SQL("NOT EXISTS (SELECT 1 FROM {} AS d WHERE {})").format(
+                        mks.ident, _match(d, pk, o, mk)))
                 orphans = sql.SQL("SELECT {} FROM {} AS o{}").format(
-                    sql.SQL(", ").join(_col(o, a) for a in pk), ks.ident,
-                    sql.SQL("") if mks is None else sql.SQL(" WHERE NOT EXISTS (SELECT 1 FROM {} AS d WHERE {})").format(
-                        mks.ident, _match(d, pk, o, pk)))
+                    sql.SQL(", ").join(sql.SQL("{} AS {}").format(_col(o, c), sql.Identifier(a))
+                                       for c, a in zip(mk, pk)), rows,
+                    sql.SQL(" WHERE ") + sql.SQL(" AND ").join(where) if where else sql.SQL(""))
                 if mks is not None and not backend.execute(sql.SQL("SELECT EXISTS ({})").format(orphans))[0][0]:
                     continue
                 if part_integrity == "enforce":
@@ -183,6 +215,7 @@ def _plan(expr: Table, part_integrity: str) -> tuple[dict[str, KeySet], CascadeP
                     reach(master)
                     mks = keysets[master.full_name]
                 mks.add(backend, orphans)
+                mks.other_sources = True
                 mks.recount(backend)
                 added = True
             if not added:
@@ -201,7 +234,7 @@ def _children_of(backend: Any, table: type[Table], fk: Any, parent: KeySet) -> s
     ``parent``'s key set."""
     c, p = sql.Identifier("c"), sql.Identifier("p")
     pk = table._definition.heading.primary_key
-    parent_names = getattr(fk, "parent_attributes", None) or fk.attributes
+    parent_names = fk.referenced  # the parent's names: a renamed key (-> P.proj(b='a')) maps b to a
     return sql.SQL("SELECT {} FROM {} AS c WHERE EXISTS (SELECT 1 FROM {} AS p WHERE {})").format(
         sql.SQL(", ").join(_col(c, a) for a in pk),
         backend.table_ident(table.schema.name, table.table_name),
@@ -273,8 +306,17 @@ def _delete_keys(table: type[Table], keys: KeySet) -> None:
     """Delete ``table``'s rows whose primary key is in ``keys`` (one statement)."""
     backend = table.schema.backend
     ident = backend.table_ident(table.schema.name, table.table_name)
+    d = sql.Identifier("d")
+    edge = keys.via_one_edge()
+    if edge is not None:  # the rows referencing the parent's keys: the same rows
+        fk, parent = edge
+        match = _match(d, fk.referenced, ident, fk.attributes)
+        source = parent.ident
+    else:
+        match = _match(d, keys.pk, ident, keys.pk)
+        source = keys.ident
     backend.execute(sql.SQL("DELETE FROM {} WHERE EXISTS (SELECT 1 FROM {} AS d WHERE {})").format(
-        ident, keys.ident, _match(sql.Identifier("d"), keys.pk, ident, keys.pk)))
+        ident, source, match))
 
 
 def _ask(preview: str) -> bool:

@@ -43,6 +43,31 @@ def children(table: Any) -> list[tuple[Any, Any]]:
     return out
 
 
+def descendants(table: Any) -> list[Any]:
+    """``table`` and every loaded table that depends on it, directly or not (parts included),
+    parents before children."""
+    seen: dict[str, Any] = {table.full_name: table}
+    frontier = [table]
+    while frontier:
+        for child, _ in children(frontier.pop()):
+            if child.full_name not in seen:
+                seen[child.full_name] = child
+                frontier.append(child)
+    return topological(seen.values())
+
+
+def ancestors(table: Any) -> list[Any]:
+    """``table`` and every table it depends on, directly or not, parents before children."""
+    seen: dict[str, Any] = {table.full_name: table}
+    frontier = [table]
+    while frontier:
+        for parent in parents(frontier.pop()):
+            if parent.full_name not in seen:
+                seen[parent.full_name] = parent
+                frontier.append(parent)
+    return topological(seen.values())
+
+
 def topological(tables: Iterable[Any]) -> list[Any]:
     """Parents before children (stable: otherwise declaration order)."""
     tables = list(dict.fromkeys(tables))
@@ -68,6 +93,15 @@ def master_of(table: Any) -> Any:
     """The master of a part, or the table itself."""
     master = getattr(table, "master", None)
     return master if master is not None else table  # not `or`: a table class is falsy when empty
+
+
+def part_restriction(part: Any, key: dict[str, Any]) -> dict[str, Any]:
+    """``key`` (the master's primary key) in the names of ``part``'s columns that hold it (they
+    differ when the part reaches its master through a renamed reference)."""
+    master = part.master
+    pk = master._definition.heading.primary_key
+    cols = part._definition.master_key or tuple(pk)
+    return {c: key[k] for k, c in zip(pk, cols) if k in key}
 
 
 def upstream_masters(master: Any) -> list[Any]:

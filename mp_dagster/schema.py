@@ -111,7 +111,14 @@ class Schema:
                     raise DeclarationError(
                         f"{part.__qualname__}: a part cannot have parts of its own (parts are not nested)"
                     )
-                part_ctx = {**context, "master": cls, **{p.__name__: p for p in parts}}
+                # as in DataJoint a bare name is looked up in the declaring scope first (a part
+                # ``Type`` with ``-> Type`` references the table Type, not itself), then among the
+                # sibling parts; ``master`` (and the master's class name) is the master
+                part_ctx = {**context, "master": cls}
+                for p in parts:
+                    outer = context.get(p.__name__)
+                    if not (isinstance(outer, type) and issubclass(outer, Table)):
+                        part_ctx[p.__name__] = p
                 part.master = cls
                 part_table = check_identifier(f"{table_name}__{to_snake_case(name)}", "table")
 
@@ -120,7 +127,8 @@ class Schema:
                     target: Any = part_ctx.get(head)
                     for attr in rest:
                         target = getattr(target, attr, None)
-                    if isinstance(target, type) and target in parts and target.__name__ in pending:
+                    if isinstance(target, type) and target in parts and target is not part \
+                            and target.__name__ in pending:
                         if target.__name__ in in_progress:
                             raise DeclarationError(f"{part.__qualname__}: circular reference among parts")
                         declare_part(target)
@@ -178,12 +186,14 @@ class Schema:
 
         definition = parse_definition(full_name, cls.definition, resolve)
         if master is not None:
-            missing = [k for k in master._definition.heading.primary_key if k not in definition.heading.primary_key]
-            if missing:
+            master_key = _master_key(definition, master)
+            if master_key is None:
                 raise DeclarationError(
-                    f"{full_name}: a part's primary key must include its master's ({missing} missing): "
-                    "start the definition with '-> master'"
+                    f"{full_name}: a part must carry its master's primary key "
+                    f"({', '.join(master._definition.heading.primary_key)}): start the definition with "
+                    "'-> master' (or put '-> master' below '---', or reference a sibling part that does)"
                 )
+            definition.master_key = master_key
         spec = definition.spec()
         known = meta.get(table_name)
         if known is not None:
@@ -204,6 +214,8 @@ class Schema:
         cls.schema = self
         cls.table_name = table_name
         cls._definition = definition
+        if "Table definition:" not in (cls.__doc__ or ""):  # help(Table) shows it, as in DataJoint
+            cls.__doc__ = (cls.__doc__ or "") + "\nTable definition:\n\n" + cls.definition
         cls._declared_name = full_name
         cls._dropped_name = None
         if known is None:
@@ -215,6 +227,11 @@ class Schema:
 
     # -- dropping ----------------------------------------------------------------------------
     def drop_table(self, cls: type[Table]) -> None:
+        if cls.master is not None:  # as DataJoint (#374): a part goes with its master only
+            raise MPError(
+                f"cannot drop {cls.full_name}: it is a part of {cls.master.full_name}; drop the master "
+                f"({cls.master.__qualname__}.drop()) to drop it with its parts"
+            )
         for child, _ in dependencies.children(cls):
             if dependencies.master_of(child) is not cls:
                 raise MPError(f"cannot drop {cls.full_name}: {child.full_name} references it")
@@ -241,3 +258,27 @@ class Schema:
     def list_tables(self) -> list[str]:
         """Table names in the database for this schema (without the bookkeeping table)."""
         return sorted(t for t in self.backend.list_tables(self.name) if not t.startswith("_"))
+
+
+def _master_key(definition: Any, master: type[Table]) -> tuple[str, ...] | None:
+    """The part's columns that hold its master's primary key, in the master's key order.
+
+    Found through a non-nullable foreign key: to the master (``-> master``, in the primary key
+    or, as DataJoint accepts, below ``---``), else to a sibling part whose master key it
+    references (``-> Master.PartA.proj(src_master='master_id', src_part='part_a_id')``), else
+    the master's key names in the part's primary key. ``None``: the part has no master key."""
+    mpk = master._definition.heading.primary_key
+    for fk in definition.foreign_keys:
+        if fk.parent is master and not fk.nullable:
+            theirs = dict(zip(fk.referenced, fk.attributes))
+            return tuple(theirs[k] for k in mpk)
+    for fk in definition.foreign_keys:
+        sibling = fk.parent
+        if fk.nullable or sibling.master is not master or not sibling._definition.master_key:
+            continue
+        theirs = dict(zip(fk.referenced, fk.attributes))
+        if all(c in theirs for c in sibling._definition.master_key):
+            return tuple(theirs[c] for c in sibling._definition.master_key)
+    if all(k in definition.heading.primary_key for k in mpk):
+        return tuple(mpk)
+    return None

@@ -140,22 +140,38 @@ class Table(QueryExpression, metaclass=TableMeta):
         return self.backend.table_ident(cls.schema.name, cls.table_name)
 
     def describe(self) -> str:
-        """The definition as declared (normalised)."""
+        """The definition as declared (normalised): parsed again, it declares the same table."""
         d = type(self)._definition
         lines = [f"# {d.comment}"] if d.comment else []
         fk_attrs = {a for fk in d.foreign_keys for a in fk.attributes}
+
+        def fk_line(fk: Any) -> str:
+            opts = [o for o, on in (("nullable", fk.nullable), ("unique", fk.unique)) if on]
+            proj = ", ".join(f"{a}={p!r}" for a, p in fk.renames.items())
+            p = fk.parent  # named as a definition names it: ``Table`` or ``Master.Part``
+            ref = f"{p.master.__name__}.{p.__name__}" if p.master is not None else p.__name__
+            return f"-> {'[' + ', '.join(opts) + '] ' if opts else ''}{ref}" + (f".proj({proj})" if proj else "")
+
         for section in (True, False):
-            if not section and (d.heading.secondary or any(not fk.in_key for fk in d.foreign_keys)):
+            fks = [fk for fk in d.foreign_keys if fk.in_key == section]
+            attrs = [a for a in d.heading if a.in_key == section]
+            if not section and (attrs or fks):
                 lines.append("---")
-            for fk in d.foreign_keys:
-                if fk.in_key == section:
-                    opts = [o for o, on in (("nullable", fk.nullable), ("unique", fk.unique)) if on]
-                    lines.append(f"-> {'[' + ', '.join(opts) + '] ' if opts else ''}{fk.parent.__qualname__}")
-            for a in d.heading:
-                if a.in_key == section and a.name not in fk_attrs:
-                    default = f" = {a.default!r}" if a.has_default else ""
+            # a foreign key goes where its first attribute of this section is (declaration order);
+            # one whose attributes all came with earlier lines goes first
+            placed = {id(fk) for fk in fks if not any(a.name in fk.attributes for a in attrs)}
+            lines.extend(fk_line(fk) for fk in fks if id(fk) in placed)
+            for a in attrs:
+                for fk in fks:
+                    if id(fk) not in placed and a.name in fk.attributes:
+                        placed.add(id(fk))
+                        lines.append(fk_line(fk))
+                if a.name not in fk_attrs:
+                    default = f" = {_default_text(a.default)}" if a.has_default else ""
                     comment = f"  # {a.comment}" if a.comment else ""
                     lines.append(f"{a.name}{default} : {a.type}{comment}")
+        for ix in d.indexes:
+            lines.append(f"{'unique ' if ix.unique else ''}index ({', '.join(ix.attributes)})")
         return "\n".join(lines)
 
     # -- inserting -------------------------------------------------------------------------
@@ -333,6 +349,17 @@ class Table(QueryExpression, metaclass=TableMeta):
         type(self).schema.drop_table(type(self))
 
 
+def _default_text(value: Any) -> str:
+    """A default as the definition grammar reads it back (``describe``)."""
+    if value is None:
+        return "null"
+    if value == "CURRENT_TIMESTAMP" or isinstance(value, bool):
+        return str(value).lower() if isinstance(value, bool) else value
+    if isinstance(value, (int, float)):
+        return repr(value)
+    return "'" + str(value).replace("'", "''") + "'"
+
+
 def write_tables(batches: Sequence[tuple[type[Table], list[tuple]]], skip_duplicates: bool = False,
                  lock_key: tuple[type[Table], tuple] | None = None,
                  still_pending: Any = None) -> bool:
@@ -388,20 +415,21 @@ def _explain(kind: str, exc: BaseException, batches: Sequence[tuple[type[Table],
             for fk in cls._definition.foreign_keys:
                 idx = [heading.names.index(a) for a in fk.attributes]
                 wanted = {tuple(r[i] for i in idx) for r in rows if all(r[i] is not None for i in idx)}
+                parent_names = fk.parent._definition.heading.names
                 present = {
-                    tuple(r[heading.names.index(a)] for a in fk.attributes)
+                    tuple(r[parent_names.index(a)] for a in fk.referenced)
                     for r in written.get(fk.parent.full_name, [])
                 } if fk.parent.full_name in written else set()
                 missing = wanted - present
                 if not missing:
                     continue
-                keys = [dict(zip(fk.attributes, k)) for k in sorted(missing, key=repr)]
+                keys = [dict(zip(fk.referenced, k)) for k in sorted(missing, key=repr)]
                 existing = {
-                    tuple(k[a] for a in fk.attributes)
+                    tuple(k[a] for a in fk.referenced)
                     for start in range(0, len(keys), 500)
                     for k in (fk.parent() & keys[start : start + 500]).fetch("KEY")
                 }
-                absent = [k for k in keys if tuple(k[a] for a in fk.attributes) not in existing]
+                absent = [k for k in keys if tuple(k[a] for a in fk.referenced) not in existing]
                 if absent:
                     return MissingParentError(
                         f"{cls.full_name}: attribute(s) {', '.join(fk.attributes)} = "

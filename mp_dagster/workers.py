@@ -52,13 +52,14 @@ class KeyOutcome:
 def populate_key(
     master: type[Table], key: dict[str, Any], reserve: bool = True, wait: float = 0.0,
     keep_rows: bool = False, write: Callable[[Entry], bool] = write_entry, release_later: bool = False,
+    make_kwargs: dict[str, Any] | None = None,
 ) -> KeyOutcome:
     """Reserve ``key`` (waiting up to ``wait`` seconds for another worker's reservation), run
     ``make`` and ``write`` the entry in one transaction (``write_entry``, or an IO manager's
     ``write`` that calls it). Exceptions of ``make`` and of the write are returned in the
     outcome; KeyboardInterrupt and the like propagate."""
     if not reserve:
-        return _compute_and_write(master, key, keep_rows, write)
+        return _compute_and_write(master, key, keep_rows, write, make_kwargs)
     try:
         outcome = claim(master, key, wait)
     except Exception as exc:  # noqa: BLE001 - e.g. the connection was lost: this key fails
@@ -68,17 +69,18 @@ def populate_key(
     if outcome is Claim.DONE:
         return KeyOutcome(key, "done")
     try:
-        return _compute_and_write(master, key, keep_rows, write)
+        return _compute_and_write(master, key, keep_rows, write, make_kwargs)
     finally:
         release(master, key, later=release_later)
 
 
 def _compute_and_write(
-    master: type[Table], key: dict[str, Any], keep_rows: bool, write: Callable[[Entry], bool]
+    master: type[Table], key: dict[str, Any], keep_rows: bool, write: Callable[[Entry], bool],
+    make_kwargs: dict[str, Any] | None = None,
 ) -> KeyOutcome:
     stage = "make"
     try:
-        entry = compute_entry(master, key)
+        entry = compute_entry(master, key, make_kwargs)
         stage = "write"
         written = write(entry)
     except Exception as exc:  # noqa: BLE001 - reported per key by the caller
@@ -102,6 +104,7 @@ def ordered(keys: list[dict[str, Any]], order: str) -> list[dict[str, Any]]:
 def run_keys(
     master: type[Table], keys: list[dict[str, Any]], processes: int = 1, reserve: bool = True,
     wait: float = 0.0, keep_rows: bool = False, write: Callable[[Entry], bool] = write_entry,
+    make_kwargs: dict[str, Any] | None = None,
 ) -> Iterator[KeyOutcome]:
     """Outcomes of :func:`populate_key` for ``keys``: in order in this process
     (``processes=1``), or as they complete in a pool of ``processes`` worker processes. Closing
@@ -112,11 +115,12 @@ def run_keys(
     if processes <= 1:
         try:  # each key's release travels with the next key's claim: one round trip per key
             for key in keys:
-                yield populate_key(master, key, reserve, wait, keep_rows, write, release_later=True)
+                yield populate_key(master, key, reserve, wait, keep_rows, write, release_later=True,
+                                   make_kwargs=make_kwargs)
         finally:
             flush_releases(master)
         return
-    yield from _pool(list(keys), processes, (master, reserve, wait, keep_rows, write))
+    yield from _pool(list(keys), processes, (master, reserve, wait, keep_rows, write, False, make_kwargs))
 
 
 def _pool(keys: list[dict[str, Any]], processes: int, state: tuple[Any, ...]) -> Iterator[KeyOutcome]:

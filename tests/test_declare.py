@@ -779,7 +779,7 @@ def test_part_without_the_master_key_is_refused(schema):
     with raises_naming(mp.DeclarationError, f"{schema.name}.scan__field", "scan_id"):
 
         @schema
-        class Scan(mp.Manual):  # noqa: F811 - a second attempt, master key in the wrong section
+        class Scan(mp.Manual):  # noqa: F811 - a second attempt, a nullable reference to the master
             definition = """
             scan_id : int
             """
@@ -788,7 +788,7 @@ def test_part_without_the_master_key_is_refused(schema):
                 definition = """
                 field_id : int
                 ---
-                -> master
+                -> [nullable] master
                 """
 
     assert schema.list_tables() == []

@@ -157,7 +157,7 @@ class Backend(ABC):
                 sql.SQL("FOREIGN KEY ({}) REFERENCES {} ({}) ON UPDATE CASCADE ON DELETE RESTRICT").format(
                     sql.SQL(", ").join(map(sql.Identifier, fk.attributes)),
                     self.table_ident(parent.schema.name, parent.table_name),
-                    sql.SQL(", ").join(map(sql.Identifier, fk.attributes)),
+                    sql.SQL(", ").join(map(sql.Identifier, fk.referenced)),
                 )
             )
             if fk.unique:

@@ -11,6 +11,7 @@ from typing import Any
 import dagster as dg
 from pydantic import Field
 
+from .. import dependencies
 from ..errors import ConnectionError as MPConnectionError
 from ..table import Table
 from ..workers import KeyOutcome, populate_key, run_keys
@@ -79,7 +80,8 @@ class ProgressLog:
 
 
 def stored_counts(table: type[Table], key: dict[str, Any]) -> dict[str, int]:
-    return {t.full_name: len(t() & key) for t in (table, *table.parts)}
+    return {table.full_name: len(table() & key)} | {
+        t.full_name: len(t() & dependencies.part_restriction(t, key)) for t in table.parts}
 
 
 def build_source_asset(binding: TableBinding, translator: MasterPartTranslator, io_manager_key: str) -> dg.AssetSpec:

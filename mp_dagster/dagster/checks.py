@@ -64,7 +64,10 @@ def build_checks(binding: TableBinding, stale_after_seconds: float = 3600.0) -> 
         if "parts_complete" in selected:
             incomplete = table()
             for part in table.parts:
-                incomplete = incomplete - part()
+                # the part's columns holding the master key, under the master's names
+                cols = part._definition.master_key or table._definition.heading.primary_key
+                incomplete = incomplete - part().proj(**{
+                    k: c for k, c in zip(table._definition.heading.primary_key, cols) if k != c})
             keys = incomplete.fetch("KEY", limit=SAMPLE)
             count = len(incomplete) if keys else 0
             yield dg.AssetCheckResult(

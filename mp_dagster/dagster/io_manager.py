@@ -12,6 +12,7 @@ from typing import Any
 
 import dagster as dg
 
+from .. import dependencies
 from ..autopopulate import Entry, write_entry
 from ..table import Table
 from .partitions import PartitionScheme
@@ -35,7 +36,7 @@ def entry_rows(table: type[Table], key: dict[str, Any]) -> dict[str, list[dict[s
     """The master row and part rows of one key, by table name (``segmentation``, ``segmentation__roi``)."""
     out = {table.table_name: (table() & key).fetch(as_dict=True)}
     for part in table.parts:
-        out[part.table_name] = (part() & key).fetch(as_dict=True)
+        out[part.table_name] = (part() & dependencies.part_restriction(part, key)).fetch(as_dict=True)
     return out
 
 

@@ -27,6 +27,7 @@ from mp_dagster.dagster import (
     decode_key,
     encode_key,
 )
+from mp_dagster.dagster.partitions import key_encoder
 from mp_dagster.dagster.sensors import decode_cursor
 from mp_dagster.png import encode_png
 
@@ -273,6 +274,7 @@ def test_partition_keys_round_trip_any_text(schema, value):
     key = {"name": value, "session_date": dt.date(2026, 1, 2)}
     for table, k in ((Subject, {"name": value}), (Session, key)):
         text = encode_key(table, k)
+        assert key_encoder(table)(k) == text  # the observation sensors' encoder, the same text
         for bad in ("...", "|", "\n", "\t", "\a", "\0"):
             assert bad not in text
         assert decode_key(table, text) == k

@@ -106,11 +106,12 @@ def build_observation_sensor(
             return dg.SensorResult(skip_reason=dg.SkipReason(f"{table.full_name} unchanged ({current})"),
                                    cursor=context.cursor)
         instance = context.instance
-        added, gone = keyset.diff(table, present_partitions(binding, instance), lambda k: str(scheme.encode(k)))
+        added, gone = keyset.diff(table, present_partitions(binding, instance), scheme.encoder())
         batch = added[:batch_size]
         add_partitions(binding, instance, [key for _, key in batch])
-        events = [dg.AssetMaterialization(asset_key=asset_key, partition=pk, description=OBSERVED)
-                  for pk, _ in batch]
+        metadata = {"observed by": name, "dagster/table_name": table.full_name}
+        events = [dg.AssetMaterialization(asset_key=asset_key, partition=pk, description=OBSERVED,
+                                          metadata=metadata) for pk, _ in batch]
         if gone and owns_definition(binding):
             for pk in sorted(gone):
                 instance.delete_dynamic_partition(scheme.partitions_def.name, pk)  # type: ignore[union-attr]

@@ -186,10 +186,31 @@ def sensor_runs(instance: dg.DagsterInstance, sensor: str) -> dict[dg.DagsterRun
     return out
 
 
-def drop_schemas(url: str, prefix: str) -> None:
+TEARDOWN_LOCK_TIMEOUT_S = 30  # a teardown waits this long for a lock, then gives up saying so
+TEARDOWN_STATEMENT_TIMEOUT_S = 60
+
+
+def teardown_drop(url: str, statement: psycopg.sql.Composable, what: str) -> None:
+    """Run a teardown ``DROP`` that may wait for a lock another session holds (a ``dagster dev``
+    process not yet gone, a stuck ``DROP DATABASE ... WITH (FORCE)``): it gives up after
+    ``TEARDOWN_LOCK_TIMEOUT_S`` (the whole statement after ``TEARDOWN_STATEMENT_TIMEOUT_S``)
+    with a message naming what is left behind, instead of hanging the suite."""
     with psycopg.connect(url, connect_timeout=5, autocommit=True) as conn:
-        for name in ("imaging", "ephys"):
-            conn.execute(f"DROP SCHEMA IF EXISTS {prefix}{name} CASCADE")
+        conn.execute(f"SET lock_timeout = '{TEARDOWN_LOCK_TIMEOUT_S}s'")
+        conn.execute(f"SET statement_timeout = '{TEARDOWN_STATEMENT_TIMEOUT_S}s'")
+        try:
+            conn.execute(statement)
+        except (psycopg.errors.LockNotAvailable, psycopg.errors.QueryCanceled) as exc:
+            raise AssertionError(
+                f"teardown gave up: {what} waited more than {TEARDOWN_LOCK_TIMEOUT_S} s for a lock "
+                f"(another session holds it: {exc}); it is left behind, drop it by hand") from exc
+
+
+def drop_schemas(url: str, prefix: str) -> None:
+    for name in ("imaging", "ephys"):
+        schema = f"{prefix}{name}"
+        teardown_drop(url, psycopg.sql.SQL("DROP SCHEMA IF EXISTS {} CASCADE").format(psycopg.sql.Identifier(schema)),
+                      f"schema {schema}")
 
 
 def deploy_env(optional: bool = False) -> dict[str, str]:
@@ -224,6 +245,5 @@ def deploy_instance(home: Path, env: dict[str, str], url: str) -> Iterator[dict[
         env.update(pg)
         yield pg
     finally:
-        with psycopg.connect(url, autocommit=True) as conn:
-            conn.execute(psycopg.sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(
-                psycopg.sql.Identifier(database)))
+        teardown_drop(url, psycopg.sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(
+            psycopg.sql.Identifier(database)), f"database {database}")

@@ -10,9 +10,18 @@ drives Debian's chromium (``/usr/bin/chromium``, never a downloaded browser) thr
    recording and array_response, and the edges image -> segmentation and
    recording -> array_response (SVG paths whose ends touch the two nodes' boxes);
 2. Segmentation's partitions view: partitions 0 and 1, "Materialized (2)" (and none failed or
-   missing), and partition 0's detail "Materialized" with its metadata;
+   missing), and partition 0's detail "Materialized" with its metadata (rows written by this
+   partition, labelled so, and the table's total rows apart);
 3. Segmentation's latest materialization event: the ``picture`` metadata rendered as an
    ``<img src="data:image/png;base64,...">`` that decodes and has a non-zero size.
+
+4. a new user's script for source tables (issue 14): the Segmentation sensor switched off on its
+   page, two images added with ``mp-dagster demo-data --images 2``: the observation sensor alone
+   makes them present partitions of ``image`` ("Materialized (4)", "Missing (0)"), and they are
+   listed (Missing) for Segmentation without "Add a partition";
+5. Segmentation partition 3 materialized from the asset's "Materialize…" dialog: it becomes
+   Materialized (partition 2 stays Missing: no sensor ran it), and its upstream ``image``
+   partition 3 shows "Materialized", never Missing.
 
 Screenshots of every step go to ``test-artifacts/browser/`` (CI keeps them). The test skips
 without playwright or chromium, and FAILS instead when ``MP_DAGSTER_REQUIRE_BROWSER=1`` (CI).
@@ -172,6 +181,11 @@ def check_ui(page, base: str, prefix: str) -> None:
     expect(page).to_have_url(re.compile(r"[?&]partition=0\b"))
     expect(page.get_by_text("Materialized", exact=True)).to_be_visible()  # partition 0's status
     expect(page.get_by_role("row").filter(has_text="picture")).to_be_visible()
+    # row counts labelled per partition, and the table's total apart (issue 14, item 7)
+    expect(page.get_by_role("row").filter(has_text=f"rows written (this partition): {imaging}.segmentation__roi")
+           ).to_be_visible()
+    expect(page.get_by_role("row").filter(has_text=f"rows in table (all partitions): {imaging}.segmentation")
+           ).to_be_visible()
     page.screenshot(path=ARTIFACTS / "2-partitions.png")
 
     # 3. the latest materialization event and its ROI picture
@@ -189,6 +203,63 @@ def check_ui(page, base: str, prefix: str) -> None:
     box = picture.bounding_box()
     assert box is not None and box["width"] > 0 and box["height"] > 0, box
     page.screenshot(path=ARTIFACTS / "3-materialization-picture.png")
+
+
+def wait_partitions(instance: dg.DagsterInstance, key: dg.AssetKey, expected: set[str], log: Path) -> None:
+    """Poll until ``expected`` are among the asset's materialized partitions."""
+    deadline = time.monotonic() + DONE_TIMEOUT
+    seen: set[str] = set()
+    while time.monotonic() < deadline:
+        seen = instance.get_materialized_partitions(key)
+        if expected <= seen:
+            return
+        time.sleep(1)
+    raise AssertionError(f"{key.to_user_string()}: {sorted(expected)} not materialized after {DONE_TIMEOUT} s "
+                         f"(only {sorted(seen)})\n{log_tail(log)}")
+
+
+def check_new_user_script(page, base: str, prefix: str, instance: dg.DagsterInstance, add_images, log: Path) -> None:
+    """Steps 4 and 5: Manual rows present without a downstream sensor, and a partition
+    materialized by hand from the UI leaves no upstream partition Missing."""
+    from playwright.sync_api import expect
+
+    imaging = f"{prefix}imaging"
+    image_key, segmentation_key = dg.AssetKey([imaging, "image"]), dg.AssetKey([imaging, "segmentation"])
+
+    # 4. the Segmentation sensor off (its page's "Running" switch), then two new images
+    page.goto(f"{base}/locations/definitions.py/sensors/{imaging}__segmentation_pending")
+    running = page.get_by_role("row").filter(has_text="Running").get_by_role("checkbox")
+    expect(running).to_be_checked()
+    running.locator("xpath=..").click()  # the switch's label: the checkbox itself is hidden
+    expect(running).not_to_be_checked()
+    add_images()
+    wait_partitions(instance, image_key, {"0", "1", "2", "3"}, log)
+    page.goto(f"{base}/assets/{imaging}/image?view=partitions")
+    for status in ("Materialized (4)", "Missing (0)"):
+        expect(page.get_by_text(status, exact=True)).to_be_visible()
+    page.screenshot(path=ARTIFACTS / "4-observed-image-partitions.png")
+    page.goto(f"{base}/assets/{imaging}/segmentation?view=partitions")
+    for status in ("Materialized (2)", "Missing (2)"):
+        expect(page.get_by_text(status, exact=True)).to_be_visible()
+
+    # 5. partition 3 materialized by hand: "Materialize…", a custom selection of 3, launch
+    page.locator("button").filter(has_text="Materialize…").first.click()
+    dialog = page.get_by_role("dialog").filter(has_text=f"Launch runs to materialize {imaging} / segmentation")
+    expect(dialog).to_be_visible()
+    dialog.get_by_text("Select a partition or create one").click()
+    page.get_by_role("menuitem").filter(has=page.get_by_text("3", exact=True)).first.click()
+    page.keyboard.press("Escape")  # closes the partition list, not the dialog
+    expect(dialog).to_contain_text("1 partition")
+    dialog.get_by_role("button", name="Launch 1 run").click()
+    wait_partitions(instance, segmentation_key, {"0", "1", "3"}, log)
+    page.goto(f"{base}/assets/{imaging}/segmentation?view=partitions")
+    for status in ("Materialized (3)", "Missing (1)"):  # 2 stays missing: no sensor ran it
+        expect(page.get_by_text(status, exact=True)).to_be_visible()
+    page.goto(f"{base}/assets/{imaging}/image?view=partitions&partition=3")
+    for status in ("Materialized (4)", "Missing (0)"):
+        expect(page.get_by_text(status, exact=True)).to_be_visible()
+    expect(page.get_by_text("Materialized", exact=True)).to_be_visible()  # partition 3's own status
+    page.screenshot(path=ARTIFACTS / "5-upstream-of-manual-materialization.png")
 
 
 def test_browser_shows_lineage_partitions_and_roi_picture(tmp_path, monkeypatch):
@@ -233,6 +304,8 @@ def test_browser_shows_lineage_partitions_and_roi_picture(tmp_path, monkeypatch)
                 page = context.new_page()
                 try:
                     check_ui(page, f"http://127.0.0.1:{port}", prefix)
+                    check_new_user_script(page, f"http://127.0.0.1:{port}", prefix, instance,
+                                          lambda: add_demo_data(env, 2, 0), log)
                 except Exception:
                     page.screenshot(path=ARTIFACTS / "failure.png")
                     raise

@@ -55,7 +55,8 @@ def test_dg_check_defs_and_list_defs_on_the_demo(tmp_path):
     listed = json.loads(done.stdout)
     assert {a["asset_key"] for a in listed["assets"]} == DEMO_ASSETS
     assert {s["name"] for s in listed["sensors"]} == {
-        "imaging__segmentation_pending", "ephys__array_response_pending"}
+        "imaging__segmentation_pending", "ephys__array_response_pending",
+        "imaging__image_observe", "ephys__recording_observe"}  # source tables observed
     assert {(s["name"], s["cron_schedule"]) for s in listed["schedules"]} == {
         ("ephys__array_response_schedule", "0 * * * *")}
     checks = {c["key"] for c in listed["asset_checks"]}
@@ -138,7 +139,12 @@ def test_component_in_process_matches_build_definitions(make_schema, monkeypatch
     direct = definitions_summary(build_definitions(
         imaging, ephys, keys_per_run=10, sensor_interval_seconds=7, schedules={ArrayResponse: "0 * * * *"}))
     assert from_yaml == direct
-    assert len(from_yaml["assets"]) == 4 and len(from_yaml["sensors"]) == 2 and len(from_yaml["schedules"]) == 1
+    assert len(from_yaml["assets"]) == 4 and len(from_yaml["sensors"]) == 4 and len(from_yaml["schedules"]) == 1
+    assert {name for name, _ in from_yaml["sensors"] if name.endswith("_observe")} == {
+        f"{imaging.name}__image_observe", f"{ephys.name}__recording_observe"}
+    # observation of the source tables off (YAML `observe_sources: false`)
+    quiet = MasterPartComponent.from_attributes_dict(attributes={"modules": [module], "observe_sources": False})
+    assert not [s for s in component_defs(component=quiet).sensors if s.name.endswith("_observe")]
 
     # only some schemas (attribute or database name), no checks, a group name for all tables
     only = MasterPartComponent.from_attributes_dict(attributes={
@@ -151,6 +157,7 @@ def test_component_in_process_matches_build_definitions(make_schema, monkeypatch
         ({"modules": [module], "schemas": ["nope"]}, "schemas"),
         ({"modules": [module], "schedules": {"Image": "0 * * * *"}}, "schedules"),  # a Manual table
         ({"modules": [module], "max_partitions_per_run": 0}, "max_partitions_per_run"),
+        ({"modules": [module], "observe_batch_size": 0}, "observe_batch_size"),
         ({"modules": [module], "translator": "mp_dagster.dagster.PopulateConfig"}, "translator"),
         ({"modules": []}, "modules"),
     ]:
@@ -174,7 +181,7 @@ with warnings.catch_warnings(record=True) as caught:
         for sensor in definitions.defs.sensors:
             context = dg.build_sensor_context(instance=instance, definitions=definitions.defs)
             result = sensor.evaluate_tick(context)
-            assert result.run_requests, sensor.name
+            assert result.run_requests or result.asset_events, sensor.name
 with warnings.catch_warnings(record=True) as caught_dg:
     warnings.simplefilter("always")
     dg_defs = dg.load_from_defs_folder(path_within_project=Path.cwd())
@@ -213,6 +220,42 @@ def test_demo_loads_the_same_both_ways_without_warnings(tmp_path):
     assert not noisy, noisy
     ours = [w for w in out["dg_warnings"] if "mp_dagster" in w or "backfill_policy" in w or "tag keys" in w]
     assert not ours, ours
+
+
+# Dagster's four warning categories are errors: loading both ways, resolving everything the UI and
+# `dg check defs` resolve, and evaluating every sensor must not raise one
+STRICT_LOAD = """
+import warnings
+from pathlib import Path
+import dagster as dg
+
+for category in (dg.BetaWarning, dg.PreviewWarning, dg.SupersessionWarning, DeprecationWarning):
+    warnings.filterwarnings("error", category=category)
+import definitions
+from mp_dagster import demo
+demo.add_demo_data(2, 1)
+loaded = {"definitions.py": definitions.defs, "dg": dg.load_from_defs_folder(path_within_project=Path.cwd())}
+for way, defs in loaded.items():
+    repository = defs.get_repository_def()
+    assert len(repository.asset_checks_defs_by_key) == 6, way
+    assert repository.asset_graph.get_all_asset_keys(), way
+    assert repository.get_all_jobs(), way
+    with dg.instance_for_test() as instance:
+        for sensor in defs.sensors:
+            sensor.evaluate_tick(dg.build_sensor_context(instance=instance, definitions=defs))
+    print(way, "quiet:", sorted(s.name for s in defs.sensors))
+"""
+
+
+def test_code_load_raises_no_dagster_warning(tmp_path):
+    """Issue 14: no BetaWarning (``execution_type``, ``backfill_policy``), PreviewWarning,
+    SupersessionWarning or DeprecationWarning (partition tag keys) from loading the demo as
+    ``definitions.py`` and as the ``dg`` project's Component, with warnings turned into errors."""
+    done = subprocess.run([sys.executable, "-c", STRICT_LOAD], cwd=REPO, env=dg_env(tmp_path),
+                          capture_output=True, text=True, timeout=180)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "definitions.py quiet" in done.stdout and "dg quiet" in done.stdout
+    assert "imaging__image_observe" in done.stdout
 
 
 def test_dg_project_defaults_to_the_demo_sqlite_file_next_to_definitions_py():

@@ -27,6 +27,7 @@ from mp_dagster.dagster import (
     decode_key,
     encode_key,
 )
+from mp_dagster.dagster.partitions import key_encoder
 from mp_dagster.dagster.sensors import decode_cursor
 from mp_dagster.png import encode_png
 
@@ -273,6 +274,7 @@ def test_partition_keys_round_trip_any_text(schema, value):
     key = {"name": value, "session_date": dt.date(2026, 1, 2)}
     for table, k in ((Subject, {"name": value}), (Session, key)):
         text = encode_key(table, k)
+        assert key_encoder(table)(k) == text  # the observation sensors' encoder, the same text
         for bad in ("...", "|", "\n", "\t", "\a", "\0"):
             assert bad not in text
         assert decode_key(table, text) == k
@@ -336,14 +338,22 @@ def test_materialize_one_partition_writes_master_and_parts_with_metadata(schema,
     materialization = event.asset_materialization
     assert materialization.partition == "1"
     md = materialization.metadata
-    assert md[f"rows {Segmentation.ROI.full_name}"].value == 7
-    assert md[f"rows {Segmentation.full_name}"].value == 1
-    assert md["dagster/row_count"].value == 8
+    # this partition's rows, labelled as such; the table's total (UI: "Row count") separately
+    assert md[f"rows written (this partition): {Segmentation.ROI.full_name}"].value == 7
+    assert md[f"rows written (this partition): {Segmentation.full_name}"].value == 1
+    assert md[f"rows in table (all partitions): {Segmentation.full_name}"].value == 1
+    assert md["dagster/row_count"].value == 1
+    assert job_for(defs, Segmentation).execute_in_process(partition_key="2", instance=instance).success
+    md = instance.get_latest_materialization_event(asset_key(Segmentation)).asset_materialization.metadata
+    assert md[f"rows written (this partition): {Segmentation.ROI.full_name}"].value == 7
+    assert md[f"rows in table (all partitions): {Segmentation.full_name}"].value == 2
+    assert md["dagster/row_count"].value == 2
+    assert not [k for k in md if k.startswith("rows ") and "partition" not in k]  # no unlabelled counts
     assert md["dagster/table_name"].value == Segmentation.full_name
     assert [c.name for c in md["dagster/column_schema"].schema.columns] == ["image_id"]
     preview = md["preview segmentation__roi"].value
     assert len(preview.records) == 5 and preview.records[0].data["roi"] == 0
-    assert instance.get_materialized_partitions(asset_key(Segmentation)) == {"1"}
+    assert instance.get_materialized_partitions(asset_key(Segmentation)) == {"1", "2"}
     # the definition carries the column schema
     node = defs.resolve_asset_graph().get(asset_key(Segmentation))
     assert [c.name for c in node.metadata["dagster/column_schema"].columns] == ["image_id"]
@@ -387,6 +397,8 @@ def test_single_run_backfill_commits_each_key_and_rerun_skips(schema, instance):
     outputs = [e for e in rerun.all_events if e.event_type_value == "ASSET_MATERIALIZATION"]
     assert {e.event_specific_data.materialization.metadata["mp_dagster/entries_skipped_in_run"].value
             for e in outputs} == {6}
+    # a backfill's partitions carry the table's total rows, not a per-partition count
+    assert {e.event_specific_data.materialization.metadata["dagster/row_count"].value for e in outputs} == {6}
 
 
 def test_long_runs_log_progress(schema, instance, monkeypatch):
@@ -407,6 +419,10 @@ def test_long_runs_log_progress(schema, instance, monkeypatch):
     monkeypatch.setattr(assets, "PROGRESS_MIN_SECONDS", 3600.0)
     fast = progress_lines(0, 39)
     assert len(fast) == 1 and fast[0].startswith(f"{Segmentation.full_name}: 40/40 keys done, 0 failed")
+    # a backfill (no per-key metadata) still gives each partition the table's total rows
+    md = instance.get_latest_materialization_event(asset_key(Segmentation)).asset_materialization.metadata
+    assert md["dagster/row_count"].value == 40
+    assert md[f"rows in table (all partitions): {Segmentation.full_name}"].value == 40
     # slower (no minimum interval): a line every 5 % of the keys
     monkeypatch.setattr(assets, "PROGRESS_MIN_SECONDS", 0.0)
     slow = progress_lines(40, 79)

@@ -13,12 +13,13 @@ from pathlib import Path
 from urllib.parse import urlparse
 
 import dagster as dg
+import dagster_dev_util
 import numpy as np
 import psycopg
 import pytest
 import sqlalchemy
 from conftest import postgres_url, unique_schema_name
-from dagster_dev_util import deploy_env
+from dagster_dev_util import deploy_env, teardown_drop
 from pipelines import declare_imaging
 
 import mp_dagster as mp
@@ -35,8 +36,28 @@ def instance_database():
     with psycopg.connect(url, autocommit=True) as conn:
         conn.execute(psycopg.sql.SQL("CREATE DATABASE {}").format(psycopg.sql.Identifier(name)))
     yield name
-    with psycopg.connect(url, autocommit=True) as conn:
-        conn.execute(psycopg.sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(psycopg.sql.Identifier(name)))
+    teardown_drop(url, psycopg.sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(psycopg.sql.Identifier(name)),
+                  f"database {name}")
+
+
+def test_a_teardown_waiting_for_a_lock_gives_up_with_a_message(monkeypatch):
+    """Issue 14, item 6: a teardown DROP blocked by another session's lock fails after the lock
+    timeout, naming what it left behind, instead of hanging the suite."""
+    monkeypatch.setattr(dagster_dev_util, "TEARDOWN_LOCK_TIMEOUT_S", 1)
+    url, name = postgres_url(), unique_schema_name("held")
+    drop = psycopg.sql.SQL("DROP SCHEMA IF EXISTS {} CASCADE").format(psycopg.sql.Identifier(name))
+    with psycopg.connect(url, autocommit=True) as holder:
+        holder.execute(psycopg.sql.SQL("CREATE SCHEMA {}").format(psycopg.sql.Identifier(name)))
+        try:
+            with holder.transaction():
+                holder.execute(psycopg.sql.SQL("CREATE TABLE {}.t (x int)").format(psycopg.sql.Identifier(name)))
+                holder.execute(psycopg.sql.SQL("LOCK TABLE {}.t").format(psycopg.sql.Identifier(name)))
+                started = time.monotonic()
+                with pytest.raises(AssertionError, match=f"teardown gave up: schema {name} waited more than 1 s"):
+                    teardown_drop(url, drop, f"schema {name}")
+                assert time.monotonic() - started < 10
+        finally:
+            teardown_drop(url, drop, f"schema {name}")  # the lock is gone: it drops
 
 
 @pytest.fixture

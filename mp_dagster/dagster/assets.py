@@ -15,15 +15,24 @@ from .. import dependencies
 from ..errors import ConnectionError as MPConnectionError
 from ..table import Table
 from ..workers import KeyOutcome, populate_key, run_keys
-from .io_manager import MasterPartIOManager, TableBinding, entry_rows
+from .io_manager import (
+    ROWS_WRITTEN,
+    MasterPartIOManager,
+    TableBinding,
+    entry_rows,
+    table_rows_metadata,
+)
 from .translator import MasterPartTranslator, column_schema
 
 
-def entry_metadata(binding: TableBinding, counts: dict[str, int]) -> dict[str, Any]:
-    """Per-partition materialization metadata: rows per table, row count, table name."""
+def entry_metadata(binding: TableBinding, counts: dict[str, int], table_total: dict[str, Any] | None = None
+                   ) -> dict[str, Any]:
+    """Per-partition materialization metadata: the rows this partition wrote per table (master and
+    each part, labelled "rows written (this partition)"), the table's total rows
+    (``table_rows_metadata``, counted unless given), table name and column schema."""
     table = binding.table
-    metadata: dict[str, Any] = {f"rows {name}": n for name, n in counts.items()}
-    metadata["dagster/row_count"] = sum(counts.values())
+    metadata: dict[str, Any] = {ROWS_WRITTEN.format(name): n for name, n in counts.items()}
+    metadata.update(table_total if table_total is not None else table_rows_metadata(table))
     metadata["dagster/table_name"] = table.full_name
     metadata["dagster/column_schema"] = column_schema(table)
     return metadata
@@ -221,10 +230,11 @@ def build_master_asset(
         if len(keys) == 1:
             raise next(iter(failures.values()))
         # some keys failed: the others are written; record them, then fail the run
+        table_total = table_rows_metadata(table)
         for partition_key in entries:
             # rows of keys written elsewhere are counted in the database (two queries a key)
             counts = written_counts.get(partition_key) or stored_counts(table, decoded[partition_key])
-            md = entry_metadata(binding, counts)
+            md = entry_metadata(binding, counts, table_total)
             context.log_event(
                 dg.AssetMaterialization(asset_key=binding.asset_key, partition=partition_key, metadata=md)
             )

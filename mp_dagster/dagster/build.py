@@ -13,6 +13,7 @@ from ..table import Table
 from .assets import build_master_asset, build_source_asset
 from .checks import build_checks
 from .io_manager import MasterPartIOManager, TableBinding
+from .observe import MAX_OBSERVED_PER_TICK, build_observation_sensor
 from .partitions import build_schemes
 from .schedules import build_pending_schedule
 from .sensors import (
@@ -55,12 +56,18 @@ def build_definitions(
     max_partitions_per_run: int | None = None,
     executor: dg.ExecutorDefinition | None = None,
     retry: RetryPolicy | None = None,
+    observe_sources: bool = True,
+    observe_batch_size: int = MAX_OBSERVED_PER_TICK,
 ) -> dg.Definitions:
     """Dagster definitions for every master table of ``schemas``.
 
     * one asset per master (key ``[schema, table]``; parts described in its metadata);
     * Manual/Lookup masters are external partitioned assets; Imported/Computed masters are
       partitioned assets whose materialization runs ``make`` and writes through the IO manager;
+    * per Manual/Lookup master with a primary key (``observe_sources=True``): a sensor that
+      reports its rows as present partitions, new rows added and deleted rows removed, reading
+      only a fingerprint of the table while nothing changed (``observe.py``; at most
+      ``observe_batch_size`` rows reported per tick);
     * per auto-populated master: an asset job, a sensor on pending keys (``sensors=True``),
       asset checks (``checks=True``) and, if ``schedules`` maps the table to a cron string, a
       schedule requesting its pending keys.
@@ -99,6 +106,10 @@ def build_definitions(
         table = binding.table
         if table.tier not in AUTO_TIERS:
             assets.append(build_source_asset(binding, translator, io_manager_key))
+            if observe_sources and table._definition.heading.primary_key:
+                sensor_defs.append(build_observation_sensor(
+                    binding, minimum_interval_seconds=sensor_interval_seconds, batch_size=observe_batch_size,
+                    default_status=sensor_default_status))
             continue
         assets.append(build_master_asset(binding, translator, io_manager_key, max_partitions_per_run))
         # sensor- and schedule-launched runs materialize the asset only; checks run on demand

@@ -24,6 +24,7 @@ import dagster as dg
 from ..schema import Schema
 from ..table import Table
 from .build import AUTO_TIERS, build_definitions
+from .observe import MAX_OBSERVED_PER_TICK
 from .sensors import AUTO, RetryPolicy
 from .translator import MasterPartTranslator
 
@@ -46,7 +47,7 @@ class MasterPartScaffolder(dg.Scaffolder[ScaffoldParams]):
         modules = list(request.params.modules) if request.params else list(ScaffoldParams().modules)
         dg.scaffold_component(request, {
             "modules": modules, "keys_per_run": AUTO, "sensor_interval_seconds": 30, "checks": True,
-            "schedules": {},
+            "observe_sources": True, "schedules": {},
         })
 
 
@@ -169,6 +170,10 @@ class MasterPartComponent(dg.Component, dg.Resolvable):
     """Minimum seconds between two ticks of each sensor."""
     sensors_running: bool = True
     """Sensors start running (else stopped, to be turned on in the UI)."""
+    observe_sources: bool = True
+    """One observation sensor per Manual/Lookup master: its rows show as present partitions."""
+    observe_batch_size: int = MAX_OBSERVED_PER_TICK
+    """At most this many new rows reported per observation tick (each is one Dagster event)."""
     schedules: dict[str, str] = field(default_factory=dict)
     """Table (class name, ``schema.table`` or ``schema.Class``) -> cron string."""
     checks: bool = True
@@ -208,6 +213,8 @@ class MasterPartComponent(dg.Component, dg.Resolvable):
             max_partitions_per_run=positive_int(self.max_partitions_per_run, "max_partitions_per_run",
                                                 allow_none=True),
             retry=None if retry is None else RetryPolicy(retry.max_retries, retry.backoff_seconds),
+            observe_sources=bool(self.observe_sources),
+            observe_batch_size=positive_int(self.observe_batch_size, "observe_batch_size"),
         )
 
     def build_defs(self, context: dg.ComponentLoadContext) -> dg.Definitions:

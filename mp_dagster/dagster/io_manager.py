@@ -40,6 +40,18 @@ def entry_rows(table: type[Table], key: dict[str, Any]) -> dict[str, list[dict[s
     return out
 
 
+ROWS_WRITTEN = "rows written (this partition): {}"
+TABLE_ROWS = "rows in table (all partitions): {}"
+
+
+def table_rows_metadata(table: type[Table]) -> dict[str, Any]:
+    """The table's total rows (one count query): ``dagster/row_count``, which the UI shows as
+    "Row count" and Dagster defines as the rows of the materialized table, and the same number
+    under a label that says so."""
+    total = len(table())
+    return {TABLE_ROWS.format(table.full_name): total, "dagster/row_count": total}
+
+
 class MasterPartIOManager(dg.IOManager):
     """Writes ``{partition_key: Entry}`` outputs, each entry in its own transaction. ``None``
     values are keys already written before the run; ``True``/``False`` are keys the asset
@@ -78,10 +90,12 @@ class MasterPartIOManager(dg.IOManager):
                 skipped += 1
                 if detailed:
                     context.log.info(f"{partition_key} was already written: skipped")
-        if not detailed:
+        metadata: dict[str, Any] = {"mp_dagster/entries_written_in_run": written,
+                                    "mp_dagster/entries_skipped_in_run": skipped}
+        if not detailed:  # a backfill: no per-partition metadata, but the table's total rows
             context.log.info(f"wrote {written} entries, skipped {skipped} already written")
-        context.add_output_metadata({"mp_dagster/entries_written_in_run": written,
-                                     "mp_dagster/entries_skipped_in_run": skipped})
+            metadata.update(table_rows_metadata(self.binding(context.asset_key).table))
+        context.add_output_metadata(metadata)
 
     def load_input(self, context: dg.InputContext) -> Any:
         binding = self.binding(context.asset_key)

@@ -19,6 +19,7 @@ from .errors import (
     PartIntegrityError,
     QueryError,
 )
+from .file_sources import FileSource
 from .schema import Schema
 from .table import Table
 from .tiers import Computed, Imported, Lookup, Manual, Part
@@ -32,6 +33,7 @@ __all__ = [
     "DirectInsertError",
     "DuplicateError",
     "Entry",
+    "FileSource",
     "Imported",
     "IntegrityError",
     "Lookup",

@@ -12,6 +12,7 @@ from ..schema import Schema
 from ..table import Table
 from .assets import build_master_asset, build_source_asset
 from .checks import build_checks
+from .file_sensor import build_file_definitions
 from .io_manager import MasterPartIOManager, TableBinding
 from .partitions import build_schemes
 from .schedules import build_pending_schedule
@@ -117,6 +118,11 @@ def build_definitions(
             asset_checks.append(build_checks(binding, stale_pending_seconds))
     if scheduled:
         raise ValueError(f"schedules name tables that are not auto-populated masters here: {sorted(scheduled)}")
+    # tables fed by files (mp.FileSource): a sensor registering new files, a check on changed ones
+    file_sensors, file_checks = build_file_definitions(
+        bindings, sensors=sensors, checks=checks, minimum_interval_seconds=sensor_interval_seconds,
+        batch_size=sensor_batch_size, default_status=sensor_default_status)
+    sensor_defs, asset_checks = file_sensors + sensor_defs, asset_checks + file_checks
     return dg.Definitions(
         assets=assets,
         asset_checks=asset_checks,

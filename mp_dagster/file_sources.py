@@ -44,7 +44,7 @@ from typing import IO, TYPE_CHECKING, Any
 import numpy as np
 
 from .errors import DataError, MPError
-from .file_listing import ListedFile, RefusedFile, list_files, naive_utc, unsafe_reason
+from .file_listing import ListedFile, RefusedFile, file_state, list_files, naive_utc, unsafe_reason
 from .stores import CHUNK, Store, get_store
 
 if TYPE_CHECKING:
@@ -266,8 +266,8 @@ class BoundFileSource:
                     fresh.append(f)
                 continue
             size, when = known
-            state = (f.size, f.modified.isoformat())
-            if f.size != size or deep or (modified_attr and when != f.modified and verified.get(f.path) != state):
+            if f.size != size or deep or (modified_attr and when != f.modified
+                                          and verified.get(f.path) != (f.size, f.modified.isoformat())):
                 candidates.append(f)
         seen = {f.path for f in listed} | {r.path for r in refused}
         result.missing = sorted(p for p in registered if p not in seen)
@@ -401,13 +401,12 @@ class BoundFileSource:
         fresh = []
         for path in paths:
             try:
-                size = self.store.size(path)
-                when = self.store.modified(path)
+                size, when = file_state(self.store, path)
             except MPError as exc:
                 raise FileSourceError(f"{table.full_name}: cannot re-register {path!r}: {exc}") from exc
             row = {**rows[path], s.size_attribute: size, s.checksum_attribute: self.store.checksum(path)}
             if modified_attr:
-                row[modified_attr] = naive_utc(when)
+                row[modified_attr] = when
             fresh.append(row)
         keys = [{k: rows[p][k] for k in pk} for p in paths]
         restricted = table() & keys

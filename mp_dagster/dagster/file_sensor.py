@@ -33,6 +33,7 @@ from .io_manager import TableBinding
 CHECK_NAME = "files_unchanged"
 MAX_REMEMBERED = 20_000  # cursor entries per kind (refused, verified); beyond, only warnings repeat
 SHOWN = 20  # files named per log line / metadata list
+ADD_BATCH = 5_000  # partition keys per add (one IN list: SQLite allows 32,766 parameters)
 
 
 def encode_cursor(state: dict[str, Any]) -> str:
@@ -92,11 +93,10 @@ def build_file_sensor(binding: TableBinding, source: BoundFileSource, *, minimum
                         "store": s.store_name}))
         if rows:
             keys = {scheme.encode({k: r[k] for k in pk}): r for r in rows}
-            for dyn, _ in scheme.dynamic_defs:
-                existing = set(context.instance.get_dynamic_partitions(dyn.name))
-                missing = [k for k in keys if k not in existing]
-                if missing:
-                    context.instance.add_dynamic_partitions(dyn.name, missing)
+            partition_keys = list(keys)
+            for dyn, _ in scheme.dynamic_defs:  # adding skips keys already there (one query a batch)
+                for start in range(0, len(partition_keys), ADD_BATCH):
+                    context.instance.add_dynamic_partitions(dyn.name, partition_keys[start:start + ADD_BATCH])
             events += [dg.AssetMaterialization(
                 asset_key=binding.asset_key, partition=pk_text, description="file registered",
                 metadata={"path": row[s.path_attribute], "size": row[s.size_attribute],

@@ -637,7 +637,7 @@ def build_parser() -> argparse.ArgumentParser:
                         f"(default with neither option: {DEMO_IMAGES} images and {DEMO_RECORDINGS} recording)")
     p.add_argument("--recordings", type=int, metavar="N",
                    help="add N synthetic 16-channel recordings (Recording); alone, adds only recordings")
-    add_files_command(add)  # mp-dagster files TABLE [--register | --reregister PATH...] (cli_files.py)
+    add_files_command(add, sys.modules[__name__])  # mp-dagster files TABLE [--register | --reregister PATH...] (cli_files.py)
     return parser
 
 

@@ -492,3 +492,44 @@ def test_cli_lists_registers_and_reregisters(tmp_path):
     assert "is not fed by files" in cli("files", "FrameSum", code=2)
     out = cli("files", "Frame", "--verify")
     assert "changed after registration (not recomputed; --reregister PATH accepts them): 0" in out
+
+
+def test_keys_that_cannot_be_registered_are_refused_naming_the_file(schema, tmp_path, monkeypatch):
+    monkeypatch.setenv("MP_DAGSTER_STORE_RAW", (tmp_path / "raw").as_uri())
+    store = get_store("raw")
+
+    def key(path):
+        stem = path.rsplit("/", 1)[-1].rsplit(".", 1)[0]  # the file name without folder and suffix
+        if stem == "boom":
+            raise ValueError("cannot parse")
+        return {"shot": stem}
+
+    @schema
+    class Shot(mp.Manual):
+        definition = """
+        shot     : varchar(16)
+        ---
+        path     : varchar(200)
+        size     : int64
+        checksum : char(64)
+        unique index(path)
+        """
+        files = mp.FileSource("raw", "*.npy", "*.png", key=key, settle_seconds=0)
+
+    for name in ("a.npy", "a.png", "boom.npy", "much-too-long-for-sixteen.npy", "b.npy"):
+        drop(store, name, npy(np.zeros(2)))
+    scan = Shot.files.sync()
+    assert sorted(Shot.fetch("path").tolist()) == ["a.npy", "b.npy"]
+    reasons = {r.path: r.reason for r in scan.refused}
+    assert set(reasons) == {"a.png", "boom.npy", "much-too-long-for-sixteen.npy"}
+    assert "same key {'shot': 'a'} as 'a.npy'" in reasons["a.png"]
+    assert "key function failed: ValueError: cannot parse" in reasons["boom.npy"]
+    assert "shot" in reasons["much-too-long-for-sixteen.npy"] and Shot.full_name in reasons["much-too-long-for-sixteen.npy"]
+    # a key registered for another file refuses the newcomer; nothing registered twice
+    drop(store, "sub/b.npy", npy(np.zeros(2)))
+    later = Shot.files.sync()
+    assert [r.reason for r in later.refused if r.path == "sub/b.npy"] == ["key {'shot': 'b'} is registered for 'b.npy'"]
+    assert len(Shot) == 2
+    # the store's own objects are never listed
+    store.put_bytes(b"a blob", suffix=".npy")
+    assert all(not p.startswith("sha256/") for p in Shot.fetch("path").tolist() + [r["path"] for r in Shot.files.scan().new])

@@ -64,7 +64,9 @@ def build_definitions(
       partitioned assets whose materialization runs ``make`` and writes through the IO manager;
     * per auto-populated master: an asset job, a sensor on pending keys (``sensors=True``),
       asset checks (``checks=True``) and, if ``schedules`` maps the table to a cron string, a
-      schedule requesting its pending keys.
+      schedule requesting its pending keys;
+    * per Manual table fed by files (``mp.FileSource``): a sensor registering new files as rows
+      and partitions, and the check ``files_unchanged`` (see ``file_sensor.py``).
 
     Sensors and schedules group new keys into runs over ranges of neighbouring keys:
     ``keys_per_run="auto"`` makes about as many runs as the instance runs at once (each run is a

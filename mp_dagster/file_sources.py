@@ -369,13 +369,29 @@ class BoundFileSource:
     # ---- registering -------------------------------------------------------------------
     def register(self, scan: ScanResult | None = None, limit: int | None = None) -> RegisterResult:
         """Insert the rows of the new files of ``scan`` (a fresh scan by default), at most
-        ``limit``: one insert, all or nothing. A file registered meanwhile by another process is
-        skipped, not an error."""
+        ``limit``, in one insert. If the database refuses it (e.g. a key naming a parent row that
+        does not exist yet), each row is tried alone: the refused files join ``scan.refused`` with
+        the database's reason, the others are registered. A file registered meanwhile by another
+        process is skipped, not an error."""
         scan = scan if scan is not None else self.scan()
         rows = scan.new[:limit] if limit is not None else scan.new
-        if rows:
+        if not rows:
+            return RegisterResult(rows=[], refused=scan.refused)
+        try:
             self.table().insert(rows, skip_duplicates=True)
-        return RegisterResult(rows=rows, refused=scan.refused)
+            return RegisterResult(rows=rows, refused=scan.refused)
+        except DataError:
+            pass  # one bad row refuses the batch: find it
+        written = []
+        for row in rows:
+            try:
+                self.table().insert1(row, skip_duplicates=True)
+                written.append(row)
+            except DataError as exc:
+                scan.refused.append(RefusedFile(row[self.source.path_attribute], str(exc)))
+        batch, kept = {id(r) for r in rows}, {id(r) for r in written}
+        scan.new = [r for r in scan.new if id(r) not in batch or id(r) in kept]
+        return RegisterResult(rows=written, refused=scan.refused)
 
     def sync(self) -> ScanResult:
         """Scan and register the new files; the scan (its ``changed`` and ``refused`` files

@@ -533,3 +533,40 @@ def test_keys_that_cannot_be_registered_are_refused_naming_the_file(schema, tmp_
     # the store's own objects are never listed
     store.put_bytes(b"a blob", suffix=".npy")
     assert all(not p.startswith("sha256/") for p in Shot.fetch("path").tolist() + [r["path"] for r in Shot.files.scan().new])
+
+
+def test_files_of_a_missing_parent_wait_and_the_others_are_registered(schema, tmp_path, monkeypatch, instance):
+    monkeypatch.setenv("MP_DAGSTER_STORE_RAW", (tmp_path / "raw").as_uri())
+    store = get_store("raw")
+
+    @schema
+    class Mouse(mp.Manual):
+        definition = """
+        mouse : varchar(16)
+        """
+
+    @schema
+    class Session(mp.Manual):
+        definition = """  # a session's movie: <mouse>/<session>.npy, for a mouse entered by hand
+        -> Mouse
+        session  : int
+        ---
+        path     : varchar(200)
+        size     : int64
+        checksum : char(64)
+        """
+        files = mp.FileSource("raw", "*/*.npy", settle_seconds=0,
+                              key=lambda p: {"mouse": p.split("/")[0], "session": int(p.split("/")[1][:-4])})
+
+    Mouse.insert1({"mouse": "m1"})
+    for path in ("m1/1.npy", "m1/2.npy", "m2/1.npy", "top.npy"):
+        drop(store, path, npy(np.zeros(3)))
+    defs = build_definitions(schema)
+    warned = Warnings()
+    first = sensor_tick(defs, f"{schema.name}__session_files", instance, warned=warned)
+    assert sorted(Session.fetch("path").tolist()) == ["m1/1.npy", "m1/2.npy"]  # top.npy: no */*.npy
+    assert "'m2/1.npy'" in warned.text and "mouse" in warned.text
+    assert {e.partition for e in first.asset_events} == {"mouse=m1,session=1", "mouse=m1,session=2"}
+    Mouse.insert1({"mouse": "m2"})  # the mouse is entered: its file registers on the next tick
+    second = sensor_tick(defs, f"{schema.name}__session_files", instance, first.cursor)
+    assert {e.partition for e in second.asset_events} == {"mouse=m2,session=1"} and len(Session) == 3

@@ -234,14 +234,20 @@ def test_changed_file_is_reported_not_recomputed(schema, raw, instance):
     assert deleted[Brightness.full_name] == 1 and deleted[RawImage.full_name] == 1
     assert RawImage.files.row({"image_id": 1})["checksum"] == sha256(npy(image(11)))
     assert Brightness.pending_keys() == [{"image_id": 1}]
-    Brightness.populate()
-    mean = (Brightness & {"image_id": 1}).fetch1("mean")
-    assert mean == pytest.approx(image(11).mean())
+    # the file sensor's next tick reports it registered again and requests the entry computed anew
+    # (under a run key of its own: the pending sensor's run key for partition 1 was used)
     fourth = sensor_tick(defs, files_sensor, instance, third.cursor)
     events = fourth.asset_events
     check = [e for e in events if isinstance(e, dg.AssetCheckEvaluation)][0]
     assert [c for c in check.metadata["changed files"].value if "img_1" in c] == []
     assert any(isinstance(e, dg.AssetMaterialization) and e.partition == "1" for e in events)
+    [request] = fourth.run_requests
+    assert request.tags["dagster/partition"] == "1" and ":file@" in request.run_key
+    job = defs.resolve_job_def(request.job_name)
+    assert job.execute_in_process(instance=instance, tags=request.tags).success
+    mean = (Brightness & {"image_id": 1}).fetch1("mean")
+    assert mean == pytest.approx(image(11).mean())
+    assert run_pending(defs, Brightness, instance, pending.cursor).run_requests == []
     # a touched file (new time, same content) is not reported, and hashed only once
     time.sleep(1.1)
     drop(raw, "img_3.npy", originals["img_3.npy"])

@@ -122,7 +122,7 @@ def build_definitions(
         raise ValueError(f"schedules name tables that are not auto-populated masters here: {sorted(scheduled)}")
     # tables fed by files (mp.FileSource): a sensor registering new files, a check on changed ones
     file_sensors, file_checks = build_file_definitions(
-        bindings, sensors=sensors, checks=checks, minimum_interval_seconds=sensor_interval_seconds,
+        bindings, jobs, sensors=sensors, checks=checks, minimum_interval_seconds=sensor_interval_seconds,
         batch_size=sensor_batch_size, default_status=sensor_default_status)
     sensor_defs, asset_checks = file_sensors + sensor_defs, asset_checks + file_checks
     return dg.Definitions(

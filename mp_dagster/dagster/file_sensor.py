@@ -13,7 +13,10 @@ Per table with a :class:`~mp_dagster.file_sources.FileSource`, ``build_definitio
   (severity WARN, the changed files in its metadata) when registered files change, and as
   passed once they are resolved; run on demand it hashes every registered file. Changed files
   are never registered again on their own: ``Table.files.reregister(path)`` (or
-  ``mp-dagster files Table --reregister PATH``) accepts the new content.
+  ``mp-dagster files Table --reregister PATH``) accepts the new content. On the next tick the
+  sensor sees the file resolved, reports its partition materialized again and requests runs of
+  the pending keys of the masters sharing the table's partitions, with run keys naming the new
+  checksum (the pending sensors' run keys for those partitions were used for the old content).
 
 The cursor remembers the changed and refused files already warned about (so the log warns
 once, the check is recorded when the set changes) and registered files whose time moved but
@@ -29,6 +32,7 @@ import dagster as dg
 
 from ..file_sources import BoundFileSource, ScanResult, file_sources
 from .io_manager import TableBinding
+from .sensors import partition_tags, run_key
 
 CHECK_NAME = "files_unchanged"
 MAX_REMEMBERED = 20_000  # cursor entries per kind (refused, verified); beyond, only warnings repeat
@@ -65,14 +69,37 @@ def check_evaluation(binding: TableBinding, scan: ScanResult) -> dg.AssetCheckEv
                   "missing (registered, no longer listed)": dg.MetadataValue.json(scan.missing[:1000])})
 
 
+def recompute_requests(downstream: list[tuple[TableBinding, Any]], rows: list[dict[str, Any]],
+                       checksum_attribute: str) -> list[dg.RunRequest]:
+    """Runs for the downstream keys of re-registered files that are pending again. The run key
+    carries the new content's checksum: the pending sensor's own run key for the partition was
+    used for the old content, and Dagster launches a run key once."""
+    requests = []
+    for binding, _job in downstream:
+        pk = binding.table.heading.primary_key
+        for row in rows:
+            key = {k: row[k] for k in pk}
+            if binding.table().pending_keys(key):
+                partition_key = binding.scheme.encode(key)
+                requests.append(dg.RunRequest(
+                    run_key=f"{run_key(binding, partition_key)}:file@{row[checksum_attribute][:12]}",
+                    tags=partition_tags(partition_key), job_name=binding.job_name))
+    return requests
+
+
 def build_file_sensor(binding: TableBinding, source: BoundFileSource, *, minimum_interval_seconds: int = 30,
                       batch_size: int = 25_000,
-                      default_status: dg.DefaultSensorStatus = dg.DefaultSensorStatus.RUNNING) -> dg.SensorDefinition:
-    """The sensor registering the new files of one file-fed table (see the module)."""
+                      default_status: dg.DefaultSensorStatus = dg.DefaultSensorStatus.RUNNING,
+                      downstream: list[tuple[TableBinding, Any]] | None = None) -> dg.SensorDefinition:
+    """The sensor registering the new files of one file-fed table (see the module).
+    ``downstream``: (binding, asset job) of the masters sharing the table's partitions, whose
+    keys it requests again when a changed file is re-registered."""
     table, scheme = binding.table, binding.scheme
     name = f"{table.schema.name}__{table.table_name}_files"
+    downstream = downstream or []
 
     @dg.sensor(name=name, minimum_interval_seconds=minimum_interval_seconds, default_status=default_status,
+               jobs=[job for _, job in downstream] or None,
                description=f"Registers new files of {source.source.describe()} as rows of {table.full_name} "
                            "(and partitions); reports files changed after registration.")
     def _sensor(context: dg.SensorEvaluationContext) -> dg.SensorResult:
@@ -84,8 +111,14 @@ def build_file_sensor(binding: TableBinding, source: BoundFileSource, *, minimum
         changed = {c.path: str(c) for c in scan.changed}
         missing = set(scan.missing)
         resolved = [p for p in state["changed"] if p not in changed and p not in missing]
-        if resolved:  # re-registered (or put back): a new materialization, so downstream shows stale
-            for path, row in source.rows_by_path(resolved).items():
+        runs: list[dg.RunRequest] = []
+        if resolved:  # re-registered (or put back): a new materialization; recompute what is pending
+            again = source.rows_by_path(resolved)
+            runs = recompute_requests(downstream, list(again.values()), s.checksum_attribute)
+            if runs:
+                context.log.info(f"{table.full_name}: {len(again)} files registered again; requesting "
+                                 f"{len(runs)} runs of the entries computed from them")
+            for path, row in again.items():
                 events.append(dg.AssetMaterialization(
                     asset_key=binding.asset_key, partition=scheme.encode({k: row[k] for k in pk}),
                     description="file registered again", metadata={
@@ -120,10 +153,10 @@ def build_file_sensor(binding: TableBinding, source: BoundFileSource, *, minimum
         verified = {**state["verified"], **{p: list(v) for p, v in scan.verified.items()}}
         cursor = encode_cursor({"changed": changed, "refused": dict(list(refused.items())[:MAX_REMEMBERED]),
                                 "verified": dict(list(verified.items())[-MAX_REMEMBERED:])})
-        if not rows:
+        if not rows and not runs:
             reason = f"no new files for {table.full_name} ({scan.summary()})"
             return dg.SensorResult(skip_reason=dg.SkipReason(reason), asset_events=events, cursor=cursor)
-        return dg.SensorResult(asset_events=events, cursor=cursor)
+        return dg.SensorResult(run_requests=runs, asset_events=events, cursor=cursor)
 
     return _sensor
 
@@ -143,18 +176,24 @@ def build_file_check(binding: TableBinding, source: BoundFileSource) -> dg.Asset
 
 
 def build_file_definitions(
-    bindings: dict[dg.AssetKey, TableBinding], *, sensors: bool, checks: bool, minimum_interval_seconds: int,
-    batch_size: int, default_status: dg.DefaultSensorStatus,
+    bindings: dict[dg.AssetKey, TableBinding], jobs: list[Any], *, sensors: bool, checks: bool,
+    minimum_interval_seconds: int, batch_size: int, default_status: dg.DefaultSensorStatus,
 ) -> tuple[list[dg.SensorDefinition], list[dg.AssetChecksDefinition]]:
-    """The file sensors and checks of every file-fed table among ``bindings``."""
+    """The file sensors and checks of every file-fed table among ``bindings``; ``jobs``: the
+    masters' asset jobs (named ``binding.job_name``)."""
     by_table = {b.table.full_name: b for b in bindings.values()}
+    job_named = {job.name: job for job in jobs}
     sensor_defs, check_defs = [], []
     for source in file_sources(b.table for b in bindings.values()):
         binding = by_table[source.table.full_name]
         source.check_table()  # a table that does not fit fails at load, naming the attribute
         if sensors:
+            downstream = [(b, job_named[b.job_name]) for b in bindings.values()
+                          if b.job_name in job_named and b.scheme.kind == "shared"
+                          and b.scheme.parents.get("source") is source.table]
             sensor_defs.append(build_file_sensor(binding, source, minimum_interval_seconds=minimum_interval_seconds,
-                                                 batch_size=batch_size, default_status=default_status))
+                                                 batch_size=batch_size, default_status=default_status,
+                                                 downstream=downstream))
         if checks:
             check_defs.append(build_file_check(binding, source))
     return sensor_defs, check_defs

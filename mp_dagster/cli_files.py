@@ -74,7 +74,8 @@ def cmd_files(args: argparse.Namespace) -> int:
                 raise Declined("nothing changed")
         source.reregister(*args.reregister)
         print(f"re-registered {len(args.reregister)} file(s); their entries downstream are pending again: "
-              "populate() computes them, or materialize their partitions in the Dagster UI")
+              "in Dagster the file sensor requests them on its next tick (if it saw the change), "
+              "else populate() computes them, or materialize their partitions in the UI")
         return EXIT_OK
     scan = source.scan(deep=args.verify)
     print(f"{table.full_name}, {source.source.describe()}: {scan.summary()}")

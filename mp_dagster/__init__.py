@@ -21,6 +21,7 @@ from .errors import (
     PartIntegrityError,
     QueryError,
 )
+from .file_sources import FileSource
 from .schema import Schema
 from .table import Table
 from .tiers import Computed, Imported, Lookup, Manual, Part
@@ -35,6 +36,7 @@ __all__ = [
     "DirectInsertError",
     "DuplicateError",
     "Entry",
+    "FileSource",
     "Imported",
     "IntegrityError",
     "Lookup",

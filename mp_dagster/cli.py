@@ -17,6 +17,8 @@ Usage::
     mp-dagster demo-data [--images N] [--recordings N]
         add synthetic images and/or recordings to the demo tables (the sensors pick them up);
         without options 3 images and 1 recording
+    mp-dagster files TABLE [--register | --reregister PATH... [--yes | --dry-run]]
+        a table fed by files: what a scan finds, register new files, re-register changed ones
 
 ``status`` and ``diagram`` open the database read-only (``MP_DAGSTER_READ_ONLY=1``): they never
 create a database file, schema or table; a database that does not exist is an error (exit 1).
@@ -67,6 +69,7 @@ from pathlib import Path
 from typing import Any, NoReturn
 
 from . import dependencies
+from .cli_files import add_files_command
 from .diagram import class_name, diagram_dot, diagram_text, masters_of, parts_of, tier_of
 from .errors import ConnectionError as MPConnectionError
 from .errors import DeclarationError, MPError, PartIntegrityError
@@ -563,6 +566,7 @@ def build_parser() -> argparse.ArgumentParser:
                         f"(default with neither option: {DEMO_IMAGES} images and {DEMO_RECORDINGS} recording)")
     p.add_argument("--recordings", type=int, metavar="N",
                    help="add N synthetic 16-channel recordings (Recording); alone, adds only recordings")
+    add_files_command(add, sys.modules[__name__])  # mp-dagster files TABLE [--register | --reregister PATH...] (cli_files.py)
     return parser
 
 

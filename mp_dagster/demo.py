@@ -2,6 +2,10 @@
 
 * ``imaging``: ``Image`` (manual; new images arrive as rows) -> ``Segmentation`` with part
   ``ROI``: threshold plus connected components, ROI weights from the pixel intensities.
+* ``imaging`` too: ``RawImage`` (images that arrive as files: every ``.npy`` or ``.png`` in the
+  store ``raw``) -> ``FileSegmentation`` with part ``ROI``, the same segmentation read from the
+  file. The store is ``MP_DAGSTER_STORE_RAW``; unset, the folder ``raw_images/`` next to the
+  demo's SQLite file (or in the working directory): drop an image there and watch it appear.
 * ``ephys``: ``Recording`` (manual; raw multi-channel signals of one probe array) ->
   ``ArrayResponse`` with parts ``ElectrodeResponse`` and ``ChannelResponse``
   (``-> ElectrodeResponse``), entered together by one ``make``.
@@ -13,8 +17,10 @@ several copies of the demo (e.g. concurrent test runs) can share one database.
 
 from __future__ import annotations
 
+import io
 import itertools
 import os
+from pathlib import Path
 
 import numpy as np
 
@@ -22,6 +28,17 @@ import mp_dagster as mp
 from mp_dagster.png import encode_png, grey, upscale
 
 PREFIX = os.environ.get("MP_DAGSTER_DEMO_PREFIX", "")
+
+
+def raw_images_folder() -> Path:
+    """``raw_images/`` next to the demo's SQLite file, or in the working directory."""
+    url = os.environ.get("MP_DAGSTER_DATABASE_URL", "")
+    base = Path(url.removeprefix("sqlite:///")).parent if url.startswith("sqlite:///") else Path.cwd()
+    return base.resolve() / "raw_images"
+
+
+if not os.environ.get("MP_DAGSTER_STORE_RAW"):  # the demo's store `raw`: a folder to drop images into
+    os.environ["MP_DAGSTER_STORE_RAW"] = raw_images_folder().as_uri()
 
 imaging = mp.Schema(PREFIX + "imaging")
 ephys = mp.Schema(PREFIX + "ephys")
@@ -83,6 +100,22 @@ def synthetic_recording(seed: int, electrodes: int = 4, samples: int = 2000) -> 
     return np.sin(2 * np.pi * freqs[:, None] * t) + rng.normal(0, 0.5, (channels, samples))
 
 
+def roi_picture(image: np.ndarray, rois: list[dict]) -> bytes:
+    """PNG of the image with each ROI outlined in colour."""
+    canvas = grey(image)
+    colours = np.array([[255, 80, 80], [80, 255, 80], [80, 160, 255], [255, 220, 60], [255, 80, 255]])
+    mask = np.zeros(image.shape, dtype=np.int64)
+    for n, roi in enumerate(rois, 1):
+        mask.ravel()[roi["roi_pixels"]] = n
+    padded = np.pad(mask, 1)
+    edge = (mask > 0) & (
+        (padded[:-2, 1:-1] != mask) | (padded[2:, 1:-1] != mask)
+        | (padded[1:-1, :-2] != mask) | (padded[1:-1, 2:] != mask)
+    )
+    canvas[edge] = colours[(mask[edge] - 1) % len(colours)]
+    return encode_png(upscale(canvas, max(1, 256 // max(image.shape))))
+
+
 @imaging
 class Image(mp.Manual):
     definition = """  # a microscope image
@@ -109,25 +142,68 @@ class Segmentation(mp.Computed):
 
     def preview_png(self, key, rows):
         """The image with its ROIs outlined in colour (shown on each materialization in Dagster)."""
-        image = (Image & key).fetch1("image")
-        canvas = grey(image)
-        colours = np.array([[255, 80, 80], [80, 255, 80], [80, 160, 255], [255, 220, 60], [255, 80, 255]])
-        mask = np.zeros(image.shape, dtype=np.int64)
-        for n, roi in enumerate(rows[Segmentation.ROI.table_name], 1):
-            mask.ravel()[roi["roi_pixels"]] = n
-        padded = np.pad(mask, 1)
-        edge = (mask > 0) & (
-            (padded[:-2, 1:-1] != mask) | (padded[2:, 1:-1] != mask)
-            | (padded[1:-1, :-2] != mask) | (padded[1:-1, 2:] != mask)
-        )
-        canvas[edge] = colours[(mask[edge] - 1) % len(colours)]
-        return encode_png(upscale(canvas, max(1, 256 // max(image.shape))))
+        return roi_picture((Image & key).fetch1("image"), rows[Segmentation.ROI.table_name])
 
     def make(self, key):
         image = (Image & key).fetch1("image")
         self.insert1(key)
         count = itertools.count()
         Segmentation.ROI().insert(
+            dict(key, roi=next(count), roi_pixels=p, roi_weights=w) for p, w in segment(image)
+        )
+
+
+def raw_image_key(path: str) -> dict[str, str]:
+    """A file's key: its path without the suffix (``day2/cells_001.png`` -> ``day2/cells_001``)."""
+    return {"raw_image": path.rsplit(".", 1)[0]}
+
+
+@imaging
+class RawImage(mp.Manual):
+    definition = """  # an image that arrived as a file in the store `raw` (the demo: raw_images/)
+    raw_image : varchar(255)    # the file's path without its suffix
+    ---
+    path      : varchar(1024)   # under the store's root
+    size      : int64           # bytes
+    checksum  : char(64)        # SHA-256 of the content when registered
+    modified  : datetime(6)     # the file's modification time when registered
+    unique index(path)
+    """
+    files = mp.FileSource("raw", "*.npy", "*.png", key=raw_image_key, settle_seconds=2)
+
+
+def as_grey(pixels: np.ndarray) -> np.ndarray:
+    """A 2-D float image: colour channels (a PNG's RGB) averaged."""
+    image = np.asarray(pixels, dtype=np.float64)
+    return image.mean(axis=2) if image.ndim == 3 else image
+
+
+@imaging
+class FileSegmentation(mp.Computed):
+    definition = """  # segmentation of an image that arrived as a file, read through the store
+    -> RawImage
+    """
+
+    class ROI(mp.Part):
+        definition = """  # Region of interest resulting from segmentation
+        -> FileSegmentation
+        roi  : smallint   # roi number
+        ---
+        roi_pixels  : longblob   #  indices of pixels
+        roi_weights : longblob   #  weights of pixels
+        """
+
+    def preview_png(self, key, rows):
+        """The file's image with its ROIs outlined."""
+        return roi_picture(as_grey(RawImage.files.load(key)), rows[FileSegmentation.ROI.table_name])
+
+    def make(self, key):
+        image = as_grey(RawImage.files.load(key))  # a file changed since it was registered: an error
+        if image.ndim != 2:
+            raise ValueError(f"{RawImage.files.path(key)!r}: expected a 2-D image, got shape {image.shape}")
+        self.insert1(key)
+        count = itertools.count()
+        FileSegmentation.ROI().insert(
             dict(key, roi=next(count), roi_pixels=p, roi_weights=w) for p, w in segment(image)
         )
 
@@ -206,3 +282,27 @@ def add_demo_data(images: int = 3, recordings: int = 1) -> tuple[list[int], list
     arrays = list(range(next_array, next_array + recordings))
     Recording.insert([dict(array=a, sampling_rate=1000.0, signals=synthetic_recording(a)) for a in arrays])
     return image_ids, arrays
+
+
+def add_demo_files(images: int = 2) -> list[str]:
+    """Drop ``images`` synthetic images as ``.npy`` files into the store ``raw`` (the demo's
+    folder ``raw_images/`` unless MP_DAGSTER_STORE_RAW says otherwise), as an instrument would;
+    returns their paths. The file sensor registers them on its next tick."""
+    store = RawImage.files.store
+    taken = {f.path for f in RawImage.files.list_files()[0]}
+    paths, n = [], 0
+    while len(paths) < images:
+        path = f"cells_{n:03d}.npy"
+        n += 1
+        if path in taken:
+            continue
+        buffer = io.BytesIO()
+        np.save(buffer, synthetic_image(1000 + n))
+        if store.is_local:
+            target = Path(store.root) / path
+            target.parent.mkdir(parents=True, exist_ok=True)
+            target.write_bytes(buffer.getvalue())
+        else:
+            store.fs.pipe_file(f"{store.root}/{path}", buffer.getvalue())
+        paths.append(path)
+    return paths

@@ -25,7 +25,8 @@ from mp_dagster.dagster.component import ComponentAttributeError
 
 REPO = Path(__file__).resolve().parents[1]
 DG = Path(sys.executable).parent / "dg"
-DEMO_ASSETS = {"imaging/image", "imaging/segmentation", "ephys/recording", "ephys/array_response"}
+DEMO_ASSETS = {"imaging/image", "imaging/segmentation", "imaging/raw_image", "imaging/file_segmentation",
+               "ephys/recording", "ephys/array_response"}
 
 
 def dg_env(tmp_path: Path) -> dict[str, str]:
@@ -55,13 +56,16 @@ def test_dg_check_defs_and_list_defs_on_the_demo(tmp_path):
     listed = json.loads(done.stdout)
     assert {a["asset_key"] for a in listed["assets"]} == DEMO_ASSETS
     assert {s["name"] for s in listed["sensors"]} == {
-        "imaging__segmentation_pending", "ephys__array_response_pending",
-        "imaging__image_observe", "ephys__recording_observe"}  # source tables observed
+        "imaging__segmentation_pending", "imaging__raw_image_files", "imaging__file_segmentation_pending",
+        "ephys__array_response_pending", "imaging__image_observe", "ephys__recording_observe",
+        "imaging__raw_image_observe"}  # source tables observed
     assert {(s["name"], s["cron_schedule"]) for s in listed["schedules"]} == {
         ("ephys__array_response_schedule", "0 * * * *")}
     checks = {c["key"] for c in listed["asset_checks"]}
-    assert {f"{table}:{check}" for table in ("imaging/segmentation", "ephys/array_response")
-            for check in ("matches_database", "parts_complete", "no_stale_pending")} == checks
+    assert {f"{table}:{check}" for table in ("imaging/segmentation", "imaging/file_segmentation",
+                                             "ephys/array_response")
+            for check in ("matches_database", "parts_complete", "no_stale_pending")} | {
+        "imaging/raw_image:files_unchanged"} == checks
     # the demo's tables, on the database of the environment (not the repository's SQLite file)
     assert (tmp_path / "demo.db").exists()
 
@@ -168,7 +172,7 @@ def test_component_in_process_matches_build_definitions(make_schema, monkeypatch
 
 # a subprocess (it imports the demo): both ways of loading the demo, and the sensors evaluated
 SAME_AND_QUIET = """
-import json, sys, warnings
+import json, os, sys, time, warnings
 from pathlib import Path
 import dagster as dg
 
@@ -177,8 +181,10 @@ with warnings.catch_warnings(record=True) as caught:
     import definitions
     from mp_dagster import demo
     demo.add_demo_data(2, 1)
+    for path in demo.add_demo_files(2):  # image files dropped a minute ago into raw_images/
+        os.utime(demo.RawImage.files.store.local_path(path), (time.time() - 60,) * 2)
     with dg.instance_for_test() as instance:
-        for sensor in definitions.defs.sensors:
+        for sensor in definitions.defs.sensors:  # the file sensor first: it registers the files
             context = dg.build_sensor_context(instance=instance, definitions=definitions.defs)
             result = sensor.evaluate_tick(context)
             assert result.run_requests or result.asset_events, sensor.name

@@ -12,6 +12,7 @@ from ..schema import Schema
 from ..table import Table
 from .assets import build_master_asset, build_source_asset
 from .checks import build_checks
+from .file_sensor import build_file_definitions
 from .io_manager import MasterPartIOManager, TableBinding
 from .observe import MAX_OBSERVED_PER_TICK, build_observation_sensor
 from .partitions import build_schemes
@@ -70,7 +71,9 @@ def build_definitions(
       ``observe_batch_size`` rows reported per tick);
     * per auto-populated master: an asset job, a sensor on pending keys (``sensors=True``),
       asset checks (``checks=True``) and, if ``schedules`` maps the table to a cron string, a
-      schedule requesting its pending keys.
+      schedule requesting its pending keys;
+    * per Manual table fed by files (``mp.FileSource``): a sensor registering new files as rows
+      and partitions, and the check ``files_unchanged`` (see ``file_sensor.py``).
 
     Sensors and schedules group new keys into runs over ranges of neighbouring keys:
     ``keys_per_run="auto"`` makes about as many runs as the instance runs at once (each run is a
@@ -128,6 +131,11 @@ def build_definitions(
             asset_checks.append(build_checks(binding, stale_pending_seconds))
     if scheduled:
         raise ValueError(f"schedules name tables that are not auto-populated masters here: {sorted(scheduled)}")
+    # tables fed by files (mp.FileSource): a sensor registering new files, a check on changed ones
+    file_sensors, file_checks = build_file_definitions(
+        bindings, jobs, sensors=sensors, checks=checks, minimum_interval_seconds=sensor_interval_seconds,
+        batch_size=sensor_batch_size, default_status=sensor_default_status)
+    sensor_defs, asset_checks = file_sensors + sensor_defs, asset_checks + file_checks
     return dg.Definitions(
         assets=assets,
         asset_checks=asset_checks,

@@ -19,6 +19,7 @@ import dagster as dg
 import numpy as np
 
 from .. import dependencies
+from ..file_sources import file_source_of
 from ..table import Table
 
 
@@ -110,6 +111,9 @@ class MasterPartTranslator:
         }
         for part in table.parts:
             metadata[f"part {part.__name__} ({part.full_name})"] = column_schema(part)
+        files = file_source_of(table)
+        if files is not None:  # a table fed by files (file_sources.py)
+            metadata["mp_dagster/files"] = files.source.describe()
         return metadata
 
     def get_materialization_metadata(

@@ -12,6 +12,8 @@ import re
 from .errors import MPError
 
 CONTENT_PREFIX = "sha256/"  # where content-addressed objects live
+OBJECTS_PREFIX = "objects/"  # where uniquely named objects of store attributes live (<npy@store>)
+MANAGED_PREFIXES = (CONTENT_PREFIX, OBJECTS_PREFIX)  # what attributes write, and gc collects
 TEMP_PREFIX = ".tmp/"  # file stores: objects being written (collected by gc when stale)
 MAX_ADDRESS = 1024  # characters (S3 keys are at most 1024 bytes)
 

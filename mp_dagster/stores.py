@@ -258,57 +258,70 @@ class Store:
 
     # ---- writing ----------------------------------------------------------------------
 
-    def put_bytes(self, data: bytes, *, suffix: str = "") -> str:
+    def put_bytes(self, data: bytes, *, suffix: str = "",
+                  written: Callable[[int], None] | None = None) -> str:
         """Store ``data`` content-addressed; returns its address ``sha256/ab/cd/<hex><suffix>``.
 
         Identical content is stored once (writing it again only refreshes its modification
         time). ``suffix`` (e.g. ``.npy``) is part of the address, for readers that go by it.
+        ``written``, if given, is called with the number of bytes actually transferred (0
+        when the content was already stored).
         """
         address = content_address(hashlib.sha256(data).hexdigest(), suffix)
         path = self._path(address)
+        sent = len(data)
         with self._errors("write", address):
             if self.is_local:
-                if not self._refresh(path, len(data)):
+                if self._refresh(path, len(data)):
+                    sent = 0
+                else:
                     tmp = self._path(TEMP_PREFIX + uuid.uuid4().hex)
                     self._write_local(io.BytesIO(data), tmp)
                     self._rename(tmp, path)
             else:
                 self.fs.pipe_file(path, bytes(data))  # one PUT (or multipart): atomic
+        if written is not None:
+            written(sent)
         return address
 
     def put_file(self, source: str | os.PathLike[str] | IO[bytes], *, suffix: str = "",
-                 address: str | None = None) -> str:
+                 address: str | None = None, written: Callable[[int], None] | None = None) -> str:
         """Store a local file (a path) or a binary stream, read in chunks of CHUNK bytes, never
         whole; returns its address: content-addressed as :meth:`put_bytes`, or ``address``
-        when given (an existing object there is replaced atomically).
+        when given (an existing object there is replaced atomically; the content is then not
+        hashed). A stream's ``read`` may return bytes or memoryviews.
 
         An exception raised while reading ``source`` propagates unchanged; either way nothing
-        partial is left in the store.
+        partial is left in the store. ``written``: as in :meth:`put_bytes`.
         """
         if address is not None and check_address(address, self.name).startswith(TEMP_PREFIX):
             raise AddressError(f"store {self.name!r}: {TEMP_PREFIX} is reserved for writes in flight")
         try:
             if self.is_local:
-                return self._put_file_local(source, suffix, address)
-            return self._put_file_remote(source, suffix, address)
+                address, sent = self._put_file_local(source, suffix, address)
+            else:
+                address, sent = self._put_file_remote(source, suffix, address)
         except _SourceFailed as failed:
             raise failed.__cause__ from None  # type: ignore[misc]
+        if written is not None:
+            written(sent)
+        return address
 
-    def _put_file_local(self, source: Any, suffix: str, address: str | None) -> str:
+    def _put_file_local(self, source: Any, suffix: str, address: str | None) -> tuple[str, int]:
         with _opened(source) as src:
             tmp = self._path(TEMP_PREFIX + uuid.uuid4().hex)
             with self._errors("write", address or "a new object"):
-                digest, size = self._write_local(src, tmp)
+                digest, size = self._write_local(src, tmp, hash_content=address is None)
             address = address or content_address(digest, suffix)
             with self._errors("write", address):
                 path = self._path(address)
                 if address.startswith(CONTENT_PREFIX) and self._refresh(path, size):
                     self.fs.rm_file(tmp)
-                else:
-                    self._rename(tmp, path)
-        return address
+                    return address, 0
+                self._rename(tmp, path)
+        return address, size
 
-    def _put_file_remote(self, source: Any, suffix: str, address: str | None) -> str:
+    def _put_file_remote(self, source: Any, suffix: str, address: str | None) -> tuple[str, int]:
         if not isinstance(source, (str, os.PathLike)):  # a stream: spool it to a local file
             with tempfile.NamedTemporaryFile(prefix="mp-store-") as spool:
                 while chunk := _read(source, CHUNK):
@@ -320,20 +333,23 @@ class Store:
                 digest, size = _hash_stream(src)
             address = content_address(digest, suffix)
         path = self._path(address)
+        size = os.path.getsize(source)
         with self._errors("write", address):
-            if address.startswith(CONTENT_PREFIX) and self._refresh(path, os.path.getsize(source)):
-                return address
+            if address.startswith(CONTENT_PREFIX) and self._refresh(path, size):
+                return address, 0
             self.fs.put_file(os.fspath(source), path, chunksize=S3_PART)  # atomic on completion
-        return address
+        return address, size
 
-    def _write_local(self, src: IO[bytes], tmp: str) -> tuple[str, int]:
-        """Copy ``src`` to ``tmp`` (flushed to disk), hashing it; (sha256 hex, size)."""
+    def _write_local(self, src: IO[bytes], tmp: str, hash_content: bool = True) -> tuple[str, int]:
+        """Copy ``src`` to ``tmp`` (flushed to disk), hashing it unless ``hash_content`` is
+        False; (sha256 hex or "", size)."""
         digest, size = hashlib.sha256(), 0
         self.fs.makedirs(self.fs._parent(tmp), exist_ok=True)
         try:
             with self.fs.open(tmp, "wb") as out:
                 while chunk := _read(src, CHUNK):
-                    digest.update(chunk)
+                    if hash_content:
+                        digest.update(chunk)
                     size += len(chunk)
                     out.write(chunk)
                 out.flush()
@@ -341,7 +357,7 @@ class Store:
         except BaseException:
             _silently(self.fs.rm_file, tmp)
             raise
-        return digest.hexdigest(), size
+        return digest.hexdigest() if hash_content else "", size
 
     def _rename(self, tmp: str, path: str) -> None:
         """Move a written temporary file into place: one rename, atomic (never a copy, which

@@ -84,10 +84,17 @@ class Codec:
         raise NotImplementedError(f"codec <{self.name}> does not define decode()")
 
     # -- the hot path: one-argument functions built once per attribute -----------------------
-    def encoder(self) -> Callable[[Any], Any]:
+    def encoder(self, store_name: str | None = None) -> Callable[[Any], Any]:
         """``validate`` then ``encode``, as one function of the value (built-in codecs
-        return their encoder itself)."""
+        return their encoder itself). ``store_name``: the store of ``<name@store>``, passed
+        to ``encode``."""
         validate, encode = self.validate, self.encode
+        if store_name is not None:
+            def to_store(value: Any) -> Any:
+                validate(value)
+                return encode(value, store_name=store_name)
+
+            return to_store
         if type(self).validate is Codec.validate:
             return encode
 
@@ -97,8 +104,9 @@ class Codec:
 
         return validated
 
-    def decoder(self) -> Callable[[Any], Any]:
-        """``decode`` as one function of the stored value."""
+    def decoder(self, store_name: str | None = None) -> Callable[[Any], Any]:
+        """``decode`` as one function of the stored value (``store_name``: the store of
+        ``<name@store>``; used by store-backed codecs, see :class:`~mp_dagster.codecs.store_codec.StoreCodec`)."""
         return self.decode
 
     def __repr__(self) -> str:

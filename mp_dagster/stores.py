@@ -376,6 +376,14 @@ class Store:
         finally:
             os.close(fd)
 
+    def refresh(self, address: str, size: int) -> None:
+        """Make the object young again (as writing its content again would), before a new row
+        references it; a :class:`MissingObjectError` if it is gone or not ``size`` bytes long."""
+        path = self._path(address)
+        with self._errors("refresh", address):
+            if not self._refresh(path, size):
+                raise MissingObjectError(f"{self!r}: no object of {size} bytes at {address!r}")
+
     def _refresh(self, path: str, size: int) -> bool:
         """If an object of ``size`` bytes is at ``path``, make it young again (so a running gc
         keeps it) and return True; False when it must be (re)written."""

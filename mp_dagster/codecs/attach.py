@@ -120,6 +120,7 @@ class AttachCodec(StoreCodec):
     def put(self, store: Store, value: Any, where: str) -> dict[str, Any]:
         if isinstance(value, Attachment):
             if value.store == store.name:
+                store.refresh(value.address, value.size)  # young again: gc keeps it
                 return value.record()
             with tempfile.TemporaryDirectory() as folder:
                 return self.put(store, value.download(folder), where)

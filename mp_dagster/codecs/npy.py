@@ -164,6 +164,7 @@ class NpyCodec(StoreCodec):
     def put(self, store: Store, value: Any, where: str) -> dict[str, Any]:
         if isinstance(value, NpyRef):
             if value.store == store.name:  # the same object: one more reference, no copy
+                store.refresh(value.address, value.size)  # young again: gc keeps it
                 return value.record()
             value = value.load()
         array = np.asarray(value)

@@ -18,13 +18,17 @@ from .io_manager import MasterPartIOManager, TableBinding, entry_rows
 from .translator import MasterPartTranslator, column_schema
 
 
-def entry_metadata(binding: TableBinding, counts: dict[str, int]) -> dict[str, Any]:
-    """Per-partition materialization metadata: rows per table, row count, table name."""
+def entry_metadata(binding: TableBinding, counts: dict[str, int],
+                   store_bytes: dict[str, int] | None = None) -> dict[str, Any]:
+    """Per-partition materialization metadata: rows per table, row count, table name, and the
+    bytes ``make`` wrote to each object store (``store/raw bytes written``)."""
     table = binding.table
     metadata: dict[str, Any] = {f"rows {name}": n for name, n in counts.items()}
     metadata["dagster/row_count"] = sum(counts.values())
     metadata["dagster/table_name"] = table.full_name
     metadata["dagster/column_schema"] = column_schema(table)
+    for store, n in sorted((store_bytes or {}).items()):
+        metadata[f"store/{store} bytes written"] = n
     return metadata
 
 
@@ -154,11 +158,13 @@ def build_master_asset(
         progress = ProgressLog(context, table.full_name, len(keys), detailed)
         entries: dict[str, bool | None] = {}  # True: written here; False: by another worker; None: before
         written_counts: dict[str, dict[str, int]] = {}  # rows per table of the entries written here
+        written_bytes: dict[str, dict[str, int]] = {}  # bytes per object store of those entries
         failures: dict[str, BaseException] = {}
 
-        def add_metadata(partition_key: str, key: dict[str, Any], rows: dict[str, list[dict[str, Any]]]) -> None:
+        def add_metadata(partition_key: str, key: dict[str, Any], rows: dict[str, list[dict[str, Any]]],
+                         store_bytes: dict[str, int] | None = None) -> None:
             counts = {t.full_name: len(rows[t.table_name]) for t in (table, *table.parts)}
-            metadata = entry_metadata(binding, counts)
+            metadata = entry_metadata(binding, counts, store_bytes)
             metadata.update(translator.get_materialization_metadata(table, key, rows))
             context.add_asset_metadata(metadata, partition_key=partition_key)
 
@@ -180,11 +186,13 @@ def build_master_asset(
             entries[partition_key] = outcome.status == "written"
             if outcome.status == "written":
                 written_counts[partition_key] = outcome.counts or {}
+                written_bytes[partition_key] = outcome.store_bytes or {}
                 progress.step(partition_key, "computed", detail=lambda: outcome.counts)
             else:
                 progress.step(partition_key, "written meanwhile by another worker")
             if detailed:
-                add_metadata(partition_key, key, outcome.rows or entry_rows(table, key))
+                add_metadata(partition_key, key, outcome.rows or entry_rows(table, key),
+                             written_bytes.get(partition_key))
 
         todo = []
         for partition_key, key in decoded.items():
@@ -222,7 +230,7 @@ def build_master_asset(
         for partition_key in entries:
             # rows of keys written elsewhere are counted in the database (two queries a key)
             counts = written_counts.get(partition_key) or stored_counts(table, decoded[partition_key])
-            md = entry_metadata(binding, counts)
+            md = entry_metadata(binding, counts, written_bytes.get(partition_key))
             context.log_event(
                 dg.AssetMaterialization(asset_key=binding.asset_key, partition=partition_key, metadata=md)
             )

@@ -29,7 +29,7 @@ def parse_duration(text: str) -> timedelta:
 def cmd_gc(args: argparse.Namespace) -> int:
     if args.yes and args.dry_run:
         raise UsageError("--yes and --dry-run exclude each other")
-    from .store_references import collect, describe
+    from .store_references import collect, describe, unconfigured_stores, variable
     from .stores import DEFAULT_GRACE
 
     grace = DEFAULT_GRACE if args.grace is None else parse_duration(args.grace)
@@ -43,6 +43,9 @@ def cmd_gc(args: argparse.Namespace) -> int:
         print(f"database: {redact(backend.url)}")
         preview = collect(backend, args.store, grace=grace, dry_run=True)
         print(describe(preview))
+        if args.store is None:
+            for name in unconfigured_stores(backend):
+                print(f"store {name!r}: not configured here ({variable(name)} is not set): skipped")
         sys.stdout.flush()
         if args.dry_run or not any(r.unreferenced for r in preview.values()):
             continue

@@ -30,7 +30,8 @@ from . import codecs
 from .backends import Backend
 from .store_addresses import MANAGED_PREFIXES, StoreError
 from .store_gc import GCReport
-from .stores import DEFAULT_GRACE, get_store
+from .stores import DEFAULT_GRACE, configured_stores, get_store
+from .stores import store_variable as variable
 
 
 @dataclass(frozen=True)
@@ -76,8 +77,13 @@ def referenced_addresses(backend: Backend, store: str) -> set[str]:
         if attr.store != store:
             continue
         column = sql.Identifier(attr.attribute)
-        rows = backend.execute(sql.SQL("SELECT {} FROM {} WHERE {} IS NOT NULL").format(
-            column, backend.table_ident(attr.schema, attr.table), column))
+        try:
+            rows = backend.execute(sql.SQL("SELECT {} FROM {} WHERE {} IS NOT NULL").format(
+                column, backend.table_ident(attr.schema, attr.table), column))
+        except Exception:
+            if attr.table not in backend.list_tables(attr.schema):
+                continue  # dropped meanwhile: it references nothing any more
+            raise
         for (value,) in rows:
             found.update(_addresses(value))
     return found
@@ -85,11 +91,10 @@ def referenced_addresses(backend: Backend, store: str) -> set[str]:
 
 def collect(backend: Backend, store: str | None = None, *, grace: timedelta = DEFAULT_GRACE,
             dry_run: bool = True) -> dict[str, GCReport]:
-    """Collect the unreferenced objects of ``store`` (None: every store an attribute of the
-    database uses) older than ``grace``; with ``dry_run`` (the default) only report them.
-    Returns ``{store: GCReport}``."""
-    used = sorted({a.store for a in store_attributes(backend)})
-    names = used if store is None else [store]
+    """Collect the unreferenced objects of ``store`` (None: every store configured here that
+    an attribute of the database uses; see :func:`unconfigured_stores` for the others) older
+    than ``grace``; with ``dry_run`` (the default) only report them. Returns ``{store: GCReport}``."""
+    names = sorted(used_stores(backend) & set(configured_stores())) if store is None else [store]
     reports: dict[str, GCReport] = {}
     for name in names:
         target = get_store(name)  # a StoreError naming the variable when not configured
@@ -99,6 +104,17 @@ def collect(backend: Backend, store: str | None = None, *, grace: timedelta = DE
         report.missing = [a for a in report.missing if not target.exists(a)]
         reports[name] = report
     return reports
+
+
+def used_stores(backend: Backend) -> set[str]:
+    """The stores the database's attributes use."""
+    return {a.store for a in store_attributes(backend)}
+
+
+def unconfigured_stores(backend: Backend) -> list[str]:
+    """Stores the database's attributes use that this process has no configuration for
+    (``collect(store=None)`` skips them)."""
+    return sorted(used_stores(backend) - set(configured_stores()))
 
 
 def describe(reports: dict[str, GCReport]) -> str:
@@ -115,4 +131,5 @@ def describe(reports: dict[str, GCReport]) -> str:
     return "\n".join(lines) if lines else "no store attributes in this database: nothing to collect"
 
 
-__all__ = ["StoreAttribute", "StoreError", "collect", "describe", "referenced_addresses", "store_attributes"]
+__all__ = ["StoreAttribute", "StoreError", "collect", "describe", "referenced_addresses", "store_attributes",
+           "unconfigured_stores", "used_stores", "variable"]

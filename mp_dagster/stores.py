@@ -455,6 +455,12 @@ class Store:
         """The object's modification time (UTC; on S3 the server's LastModified)."""
         return _modified(self._info(address))
 
+    def version(self, address: str) -> tuple[int, str]:
+        """(size, token): the token changes when the object is rewritten (its modification
+        time, and on S3 its ETag), for caching what was computed from its content."""
+        info = self._info(address)
+        return int(info["size"]), f"{_modified(info).isoformat()}/{info.get('ETag', '')}"
+
     def checksum(self, address: str) -> str:
         """The SHA-256 (hex) of the object's content, read in chunks."""
         digest = hashlib.sha256()

@@ -58,11 +58,11 @@ class StoredFile:
 def _checked(store: Store, address: str, size: int | None, sha256: str | None, where: str) -> tuple[int, str]:
     """(size, sha256) of the object, compared with ``size``/``sha256`` when given. The checksum
     is computed once per (object, size, modification time) in this process."""
-    actual = store.size(address)
+    actual, token = store.version(address)
     if size is not None and actual != size:
         raise CorruptObjectError(f"{where}: {store!r}: file {address!r} has {actual} bytes, it had "
                                  f"{size} when it was inserted: it changed or was truncated")
-    key = (store.name, address, actual, store.modified(address).isoformat())
+    key = (store.name, address, actual, token)
     digest = _verified.get(key)
     if digest is None:
         digest = store.checksum(address)

@@ -21,7 +21,13 @@ import mp_dagster as mp
 from mp_dagster.autopopulate import compute_entry, write_entry
 from mp_dagster.cli import main as cli_main
 from mp_dagster.codecs import Attachment, NpyRef, StoredFile
-from mp_dagster.stores import AddressError, CorruptObjectError, MissingObjectError, StoreError, get_store
+from mp_dagster.stores import (
+    AddressError,
+    CorruptObjectError,
+    MissingObjectError,
+    StoreError,
+    get_store,
+)
 
 NOW = timedelta(0)  # gc's grace period in tests: collect at once
 

@@ -14,6 +14,7 @@ Dtypes are those of the blob format (no object or structured dtypes: never pickl
 from __future__ import annotations
 
 import io
+import json
 import math
 import os
 import uuid
@@ -21,12 +22,18 @@ from typing import Any
 
 import numpy as np
 
-from mp_dagster.errors import BlobError
-from mp_dagster.store_addresses import OBJECTS_PREFIX, CorruptObjectError, MissingObjectError
+from mp_dagster.errors import BlobError, DataError
+from mp_dagster.store_addresses import (
+    OBJECTS_PREFIX,
+    CorruptObjectError,
+    MissingObjectError,
+    StoreError,
+    check_address,
+)
 from mp_dagster.stores import Store, get_store
 
 from .blob.dtypes import _parse_dtype
-from .store_codec import StoreCodec, record_address, record_field, upload_counter
+from .store_codec import StoreCodec, record_field, upload_counter
 
 
 def _dtype(text: str) -> np.dtype:
@@ -76,16 +83,42 @@ def object_address(where: str, suffix: str) -> str:
     return f"{OBJECTS_PREFIX}{folder}/{uuid.uuid4().hex}{suffix}"
 
 
+_DTYPES: dict[str, np.dtype] = {}  # dtype text -> validated dtype
+
+
+def _cached_dtype(text: str) -> np.dtype:
+    dtype = _DTYPES.get(text)
+    if dtype is None:
+        dtype = _dtype(text)
+        if len(_DTYPES) < 1024:
+            _DTYPES[text] = dtype
+    return dtype
+
+
 class NpyRef:
     """A lazy reference to an array in a store: ``shape``, ``dtype``, ``nbytes`` without any
-    store I/O; ``load()`` (memory-mapped on file stores) or ``np.asarray(ref)`` reads it."""
+    store I/O; ``load()`` (memory-mapped on file stores) or ``np.asarray(ref)`` reads it.
 
-    __slots__ = ("address", "dtype", "fortran_order", "shape", "size", "store", "where")
+    A fetched reference keeps its JSON record as the database returned it and reads it on
+    first use, so a fetch of many references costs little more than a fetch of the rows."""
 
-    def __init__(self, store: str, address: str, shape: tuple[int, ...], dtype: np.dtype, size: int,
-                 fortran_order: bool = False, where: str = "") -> None:
-        self.store, self.address, self.shape, self.dtype = store, address, shape, dtype
-        self.size, self.fortran_order, self.where = size, fortran_order, where
+    __slots__ = ("_meta", "_record", "store", "where")
+
+    def __init__(self, store: str, record: dict[str, Any] | str, where: str = "") -> None:
+        self.store, self._record, self.where = store, record, where
+        self._meta: tuple[str, tuple[int, ...], np.dtype, int, bool] | None = None
+
+    def _parsed(self) -> tuple[str, tuple[int, ...], np.dtype, int, bool]:
+        meta = self._meta
+        if meta is None:
+            meta = self._meta = _parse_record(self.store, self._record, self.where)
+        return meta
+
+    address = property(lambda self: self._parsed()[0], doc="The object's address in the store.")
+    shape = property(lambda self: self._parsed()[1], doc="The array's shape (from the row).")
+    dtype = property(lambda self: self._parsed()[2], doc="The array's dtype (from the row).")
+    size = property(lambda self: self._parsed()[3], doc="The .npy file's size in bytes.")
+    fortran_order = property(lambda self: self._parsed()[4], doc="True if stored in Fortran order.")
 
     @property
     def ndim(self) -> int:
@@ -107,8 +140,9 @@ class NpyRef:
 
     def record(self) -> dict[str, Any]:
         """The JSON record the column keeps."""
-        return {"address": self.address, "size": self.size, "shape": list(self.shape),
-                "dtype": self.dtype.str, "fortran_order": self.fortran_order}
+        address, shape, dtype, size, fortran = self._parsed()
+        return {"address": address, "size": size, "shape": list(shape), "dtype": dtype.str,
+                "fortran_order": fortran}
 
     def _corrupt(self, why: str) -> CorruptObjectError:
         return CorruptObjectError(f"{self.where}: <npy@{self.store}> object {self.address!r}: {why}")
@@ -146,6 +180,21 @@ class NpyRef:
         return np.array(array) if copy else np.asarray(array)
 
 
+def _parse_record(store: str, record: Any, where: str) -> tuple[str, tuple[int, ...], np.dtype, int, bool]:
+    """(address, shape, dtype, size, fortran_order) of a JSON record (text or dict), checked."""
+    try:
+        if isinstance(record, (str, bytes)):
+            record = json.loads(record)
+        shape = record_field(record, "shape", list, where)
+        if not all(isinstance(n, int) and not isinstance(n, bool) and n >= 0 for n in shape):
+            raise ValueError(f"damaged store record: shape {shape!r}")
+        return (check_address(record_field(record, "address", str, where), store), tuple(shape),
+                _cached_dtype(record_field(record, "dtype", str, where)), record_field(record, "size", int, where),
+                bool(record.get("fortran_order", False)))
+    except (ValueError, StoreError) as exc:
+        raise DataError(f"{where}: <npy@{store}>: {exc}") from None
+
+
 class NpyCodec(StoreCodec):
     """``<npy@store>``: arrays as ``.npy`` files; fetched as :class:`NpyRef`."""
 
@@ -160,6 +209,12 @@ class NpyCodec(StoreCodec):
                 raise TypeError(f"dtype {dtype} is not stored as .npy (object and structured dtypes "
                                 "would need pickle)")
             _dtype(dtype.str)
+
+    takes_json_text = True  # fetch hands over the column's JSON text: NpyRef reads it when used
+
+    def store_decoder(self, store_name: str, where: str) -> Any:
+        """A reference per value, without touching the store (nor parsing the record yet)."""
+        return lambda record: NpyRef(store_name, record, where)
 
     def put(self, store: Store, value: Any, where: str) -> dict[str, Any]:
         if isinstance(value, NpyRef):
@@ -179,10 +234,6 @@ class NpyCodec(StoreCodec):
                 "dtype": array.dtype.str, "fortran_order": fortran}
 
     def get(self, store: Store, record: dict[str, Any], where: str) -> NpyRef:
-        shape = record_field(record, "shape", list, where)
-        if not all(isinstance(n, int) and not isinstance(n, bool) and n >= 0 for n in shape):
-            raise ValueError(f"damaged store record: shape {shape!r}")
-        size = record_field(record, "size", int, where)
-        return NpyRef(store.name, record_address(store, record, where), tuple(shape),
-                      _dtype(record_field(record, "dtype", str, where)), size,
-                      bool(record.get("fortran_order", False)), where)
+        ref = NpyRef(store.name, record, where)
+        ref._parsed()
+        return ref

@@ -164,6 +164,26 @@ def test_unconfigured_store_is_a_declaration_error(schema, monkeypatch):
     assert schema.list_tables() == []
 
 
+def test_default_store_and_batches(schema, monkeypatch, tmp_path):
+    """``<blob@>`` is the store ``default``; a batch of rows writes each object once."""
+    monkeypatch.setenv("MP_DAGSTER_STORE_DEFAULT", (tmp_path / "default").as_uri())
+
+    @schema
+    class Frame(mp.Manual):
+        definition = """
+        frame : int
+        ---
+        pixels : <npy@>
+        info : <blob@>
+        """
+
+    Frame.insert([dict(frame=i, pixels=np.full(4, i), info={"i": i % 2}) for i in range(40)], skip_duplicates=True)
+    store = get_store("default")
+    assert len(objects(store, "objects")) == 40 and len(objects(store, "sha256")) == 2
+    assert [int(p.load()[0]) for p in Frame.fetch("pixels", order_by="frame")] == list(range(40))
+    assert str(Frame.heading["pixels"].type) == "<npy@>"
+
+
 def declare_pipeline(schema, fail_on=()):
     @schema
     class Session(mp.Manual):

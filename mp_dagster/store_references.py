@@ -27,7 +27,7 @@ from datetime import timedelta
 from psycopg import sql
 
 from . import codecs
-from .backends import Backend
+from .backends import Backend, redact
 from .store_addresses import MANAGED_PREFIXES, StoreError
 from .store_gc import GCReport
 from .stores import DEFAULT_GRACE, configured_stores, get_store
@@ -94,7 +94,13 @@ def collect(backend: Backend, store: str | None = None, *, grace: timedelta = DE
     """Collect the unreferenced objects of ``store`` (None: every store configured here that
     an attribute of the database uses; see :func:`unconfigured_stores` for the others) older
     than ``grace``; with ``dry_run`` (the default) only report them. Returns ``{store: GCReport}``."""
-    names = sorted(used_stores(backend) & set(configured_stores())) if store is None else [store]
+    used = used_stores(backend)
+    if store is not None and store not in used:
+        # collecting a store no attribute of this database uses would remove everything in it
+        raise StoreError(f"no attribute of this database ({redact(backend.url)}) uses store {store!r}: "
+                         "refusing to collect it (is it the right database?); stores in use: "
+                         + (", ".join(sorted(used)) or "none"))
+    names = sorted(used & set(configured_stores())) if store is None else [store]
     reports: dict[str, GCReport] = {}
     for name in names:
         target = get_store(name)  # a StoreError naming the variable when not configured

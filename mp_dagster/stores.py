@@ -44,8 +44,6 @@ from datetime import datetime, timedelta, timezone
 from typing import IO, TYPE_CHECKING, Any
 from urllib.parse import unquote, urlsplit
 
-import fsspec
-
 from .store_addresses import (
     CONTENT_PREFIX,
     TEMP_PREFIX,
@@ -59,6 +57,8 @@ from .store_addresses import (
 )
 
 if TYPE_CHECKING:
+    import fsspec
+
     from .store_gc import GCReport
 
 ENV_PREFIX = "MP_DAGSTER_STORE_"
@@ -149,6 +149,8 @@ def _read(source: IO[bytes], size: int) -> bytes:
 
 def _store_exceptions() -> tuple[type[BaseException], ...]:
     """What fsspec/s3fs/botocore/aiohttp raise for a failed store operation."""
+    import fsspec  # imported on first use: `import mp_dagster` stays light
+
     kinds: list[type[BaseException]] = [OSError, TimeoutError, fsspec.exceptions.FSTimeoutError]
     try:
         import aiohttp
@@ -218,6 +220,8 @@ class Store:
         return self._fs
 
     def _make_fs(self) -> fsspec.AbstractFileSystem:
+        import fsspec
+
         if self.is_local:
             return fsspec.filesystem("file", skip_instance_cache=True)
         try:

@@ -293,6 +293,10 @@ def test_cli_gc_previews_asks_and_removes(schema, store, capsys, monkeypatch, tm
     assert check_no_dangling(Recording) == 2
     assert cli_main(["gc", "--database-url", url, "--grace", "soon"]) == 2
     assert "--grace 'soon'" in capsys.readouterr().err
+    # a store this database does not use is never collected (the wrong database, a typo)
+    monkeypatch.setenv("MP_DAGSTER_STORE_OTHER", store.url)
+    assert cli_main(["gc", "--database-url", url, "--store", "other", "--grace", "0", "--yes"]) == 1
+    assert "no attribute of this database" in capsys.readouterr().err and len(objects(store)) == 2
 
 
 # -- hostile input, damage, failures --------------------------------------------------------

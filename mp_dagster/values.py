@@ -439,8 +439,9 @@ def codec_loader(attr: Attribute) -> Callable[[Any], Any]:
     except ValueError as exc:
         raise DataError(f"{attr.name}: {exc}") from None
     decode = codecs.chain_decoder(chain, attr.type.store, attr.name)
-    # a codec reading the JSON text itself (``<npy@store>``: lazily, when a reference is used)
-    core = None if getattr(chain[-1], "takes_json_text", False) else fast_loader(_core_attribute(attr))
+    if len(chain) == 1 and getattr(chain[0], "takes_json_text", False):
+        return decode  # reads the JSON text itself, lazily, and cannot fail here (``<npy@store>``)
+    core = fast_loader(_core_attribute(attr))
     label = f"{attr.name}: {attr.type}"
 
     def load(value: Any) -> Any:

@@ -42,9 +42,11 @@ class Codec:
     database must not execute code. Errors raised by ``validate`` or ``encode`` become a
     :class:`~mp_dagster.DataError` naming the table and attribute, and nothing is written.
 
-    Store-backed codecs (``<name@store>``) override :meth:`get_dtype` to accept
-    ``is_store=True``; the base class refuses stores. ``key`` (the row's primary key) is
-    reserved for store-backed codecs and is ``None`` for in-row codecs.
+    ``<name@store>``: a codec accepts a store when its :meth:`get_dtype` returns a storage
+    type for ``is_store=True`` (the base class refuses stores); its ``encode`` then receives
+    ``store_name``. Chaining to ``"<blob>"`` puts the packed value in the store through
+    ``<blob@store>``; a codec writing objects of its own subclasses
+    :class:`~mp_dagster.codecs.store_codec.StoreCodec`. ``key`` is ``None`` (reserved).
 
     A subclass without its own ``name`` is not registered (an abstract base); pass
     ``register=False`` to skip registration of a named class. Defining another class with a

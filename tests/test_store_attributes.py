@@ -416,3 +416,39 @@ def test_dagster_materialization_shows_bytes_written_per_store(schema, store, in
     metadata = event.asset_materialization.metadata
     assert metadata["store/sa bytes written"].value > 3 * 8000
     assert check_no_dangling(Traces.Cell) == 3
+
+
+def test_a_codec_of_your_own_in_a_store(schema, store):
+    """A user codec accepting stores and chaining to ``<blob>``: ``<graph@sa>`` packs the value
+    and stores it through ``<blob@sa>`` (content-addressed)."""
+    from mp_dagster import codecs
+
+    class StoredGraph(mp.Codec):
+        name = "stored_graph"
+
+        def get_dtype(self, is_store):
+            return "<blob>"
+
+        def encode(self, value, *, key=None, store_name=None):
+            assert store_name == "sa"
+            return {"nodes": sorted(value), "edges": [list(value[n]) for n in sorted(value)]}
+
+        def decode(self, stored, *, key=None):
+            return dict(zip(stored["nodes"], map(tuple, stored["edges"])))
+
+    try:
+        @schema
+        class Net(mp.Manual):
+            definition = """
+            net : int
+            ---
+            graph : <stored_graph@sa>
+            """
+
+        Net.insert1(dict(net=1, graph={"a": ("b",), "b": ("a",)}))
+        assert Net.fetch1("graph") == {"a": ("b",), "b": ("a",)}
+        assert len(objects(store, "sha256")) == 1
+        assert Net.heading["graph"].type.storage == "<blob> -> <hash> -> json"
+        assert schema.gc("sa", grace=NOW, dry_run=False)["sa"].deleted == []
+    finally:
+        codecs.unregister_codec("stored_graph")

@@ -37,7 +37,7 @@ HERE = Path(__file__).parent
 WORKER = HERE / "store_kill_worker.py"
 TRIALS = int(os.environ.get("MP_STORE_KILL_TRIALS", "30"))
 SEED = int(os.environ.get("MP_RELIABILITY_SEED", "20261202"))
-KEYS = 5
+KEYS = 8
 TRIAL_TIMEOUT_S = 30.0
 
 
@@ -62,7 +62,7 @@ def kill_at(proc: subprocess.Popen, strategy: str, signal_dir: Path, rng: random
             time.sleep(0.001)
 
     if strategy == "random":
-        until = time.monotonic() + rng.uniform(0.3, 2.5)
+        until = time.monotonic() + rng.uniform(0.2, 1.2)
         wait(lambda: time.monotonic() >= until)
     elif strategy == "make":  # while make writes its objects
         wait(lambda: phase_of(signal_dir) == "make_writing_objects")
@@ -152,8 +152,8 @@ def kill_trials(url: str, tmp_path: Path, n: int, request) -> dict:
             figures["orphan_bytes_collected"] += report.unreferenced_bytes
             after = check(Result)  # gc removed no object a committed row references
             figures["live_objects_removed"] += after["dangling"]
-            if len(Result()) and trial % 2:
-                Result.delete(prompt=False)  # pending again; their objects become garbage
+            if len(Result()):  # (after gc ran beside them) pending again; their objects: garbage
+                Result.delete(prompt=False)
         proc = spawn(url, schema.name)  # undisturbed, a worker completes every key
         out, err = proc.communicate(timeout=300)
         assert proc.returncode == 0, err[-3000:]
@@ -178,7 +178,7 @@ def assert_clean(figures: dict, n: int) -> None:
     assert figures["rows_referencing_missing_objects"] == 0, figures
     assert figures["live_objects_removed"] == 0, figures
     assert figures["partial_entries"] == 0, figures
-    assert figures["kills"] >= n * 0.6, figures
+    assert figures["kills"] >= n * 0.5, figures
 
 
 def test_kill_trials_postgres_file_store(pg_url, tmp_path, monkeypatch, request):

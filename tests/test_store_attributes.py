@@ -257,6 +257,12 @@ def test_make_writes_objects_first_and_gc_collects_what_failed(schema, store):
     assert len(report.deleted) == 4 and check_no_dangling(Traces.Cell) == 3
     assert np.array_equal(Traces.Cell.fetch("trace", order_by="cell")[0].load(),
                           np.random.default_rng(1).random((3, 1000))[0])
+    # a write the database refuses (no such master) is rolled back; its object is garbage
+    with pytest.raises(mp.MissingParentError):
+        Traces.Cell.insert1(dict(session=7, cell=0, trace=np.zeros(5)), allow_direct_insert=True)
+    assert len(Traces.Cell()) == 3 and len(objects(store, "objects")) == 4
+    report = schema.gc(grace=NOW, dry_run=False)["sa"]
+    assert len(report.deleted) == 1 and check_no_dangling(Traces.Cell) == 3
 
 
 def test_gc_sees_every_schema_sharing_the_store(make_schema, store):

@@ -48,7 +48,7 @@ Exit codes:
     2  usage error: bad arguments; no module, or one that cannot be imported (not found, syntax
        error, an exception raised by its code); unknown table; malformed KEY; unknown attribute
        or bad value; delete needing a confirmation stdin cannot give
-    3  delete not confirmed: the answer was not "yes"; nothing was deleted
+    3  delete (or gc) not confirmed: the answer was not "yes"; nothing was deleted
     130 interrupted (Ctrl-C)
 
 Errors are one line on stderr (``mp-dagster: error: ...``); ``--traceback`` shows the traceback.
@@ -88,7 +88,7 @@ EXIT_CODES = """exit codes:
        syntax error, exception raised by its code, e.g. an insert it makes; unknown table;
        malformed KEY; unknown attribute; bad value; confirmation needed but stdin is not a
        terminal)
-  3    delete not confirmed: nothing was deleted
+  3    delete or gc not confirmed: nothing was deleted
   130  interrupted"""
 
 

@@ -43,11 +43,11 @@ class KeyOutcome:
     key: dict[str, Any]
     status: str
     counts: dict[str, int] | None = None  # rows per table of the entry written
-    store_bytes: dict[str, int] | None = None  # bytes make wrote to each object store
     rows: dict[str, list[dict[str, Any]]] | None = None  # the entry's rows, when asked for
     error: BaseException | None = None
     stage: str = ""
     traceback: str = ""
+    store_bytes: dict[str, int] | None = None  # bytes make wrote to each object store
 
 
 def populate_key(

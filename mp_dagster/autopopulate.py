@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from . import dependencies
+from .codecs import recording_uploads
 from .errors import DeclarationError, DuplicateError, MakeError, MPError
 from .expression import QueryExpression, as_expression
 from .values import from_sql_value, to_sql_value
@@ -43,6 +44,9 @@ class Entry:
     master: type[Table]
     key: dict[str, Any]
     rows: dict[type[Table], list[tuple]] = field(default_factory=dict)
+    # bytes ``make`` wrote to each object store (``<npy@raw>``...): {store: bytes}, 0 for
+    # content that was already stored; the objects are written before the entry's transaction
+    store_bytes: dict[str, int] = field(default_factory=dict)
 
     def collect(self, table: type[Table], prepared: list[tuple]) -> None:
         self.rows.setdefault(table, []).extend(prepared)
@@ -103,9 +107,11 @@ def compute_entry(master: type[Table], key: dict[str, Any], make_kwargs: dict[st
     entry = Entry(master=master, key=dict(key))
     token = _current_entry.set(entry)
     try:
-        master().make(dict(key), **(make_kwargs or {}))
+        with recording_uploads() as uploaded:
+            master().make(dict(key), **(make_kwargs or {}))
     finally:
         _current_entry.reset(token)
+    entry.store_bytes = uploaded
     entry.check()
     return entry
 

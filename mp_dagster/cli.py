@@ -14,6 +14,9 @@ Usage::
         transaction
     mp-dagster declare
         import the module(s), which declares (creates) their tables, and list them
+    mp-dagster gc [--store NAME] [--grace DURATION] [--yes | --dry-run]
+        object stores: preview the objects no row references any more (count, bytes), ask,
+        then remove those older than the grace period (default 1d)
     mp-dagster demo-data [--images N] [--recordings N]
         add synthetic images and/or recordings to the demo tables (the sensors pick them up);
         without options 3 images and 1 recording
@@ -47,7 +50,7 @@ Exit codes:
     2  usage error: bad arguments; no module, or one that cannot be imported (not found, syntax
        error, an exception raised by its code); unknown table; malformed KEY; unknown attribute
        or bad value; delete needing a confirmation stdin cannot give
-    3  delete not confirmed: the answer was not "yes"; nothing was deleted
+    3  delete (or gc) not confirmed: the answer was not "yes"; nothing was deleted
     130 interrupted (Ctrl-C)
 
 Errors are one line on stderr (``mp-dagster: error: ...``); ``--traceback`` shows the traceback.
@@ -89,7 +92,7 @@ EXIT_CODES = """exit codes:
        syntax error, exception raised by its code, e.g. an insert it makes; unknown table;
        malformed KEY; unknown attribute; bad value; confirmation needed but stdin is not a
        terminal)
-  3    delete not confirmed: nothing was deleted
+  3    delete or gc not confirmed: nothing was deleted
   130  interrupted"""
 
 
@@ -521,7 +524,7 @@ def _global_options(parser: argparse.ArgumentParser, suppress: bool) -> None:
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(
         prog=PROG,
-        description="Operations on mp_dagster tables: status, diagram, delete, declare, demo-data.",
+        description="Operations on mp_dagster tables: status, diagram, delete, declare, gc, demo-data.",
         epilog=EXIT_CODES,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
@@ -558,6 +561,19 @@ def build_parser() -> argparse.ArgumentParser:
 
     add("declare", cmd_declare, "import the module(s), which declares their tables (creating missing "
                                 "ones), and list them; runs nothing else")
+
+    from .cli_gc import cmd_gc  # the gc command lives in its own module
+
+    p = add("gc", cmd_gc, "object stores: remove the objects no committed row references any more "
+                          "(deleted entries, failed or killed writes) once older than the grace period, "
+                          "after a preview (count, bytes) and a confirmation")
+    p.add_argument("--store", metavar="NAME", help="only this store (default: every store the database's "
+                                                   "attributes use)")
+    p.add_argument("--grace", metavar="DURATION",
+                   help="keep unreferenced objects younger than this: 3600, 30m, 1h, 2d (default 1d); it "
+                        "must outlast the longest make between writing its objects and committing")
+    p.add_argument("--yes", "-y", action="store_true", help="do not ask for confirmation")
+    p.add_argument("--dry-run", action="store_true", help="show the preview only, remove nothing")
 
     p = add("demo-data", cmd_demo_data, "add synthetic images and recordings to the demo tables "
                                         "(mp_dagster.demo; the sensors pick them up)")

@@ -5,7 +5,8 @@ from __future__ import annotations
 import inspect
 from collections.abc import Mapping
 from contextlib import contextmanager
-from typing import Any
+from datetime import timedelta
+from typing import TYPE_CHECKING, Any
 
 from . import dependencies
 from .backends import Backend, get_backend, redact
@@ -13,6 +14,9 @@ from .declare import check_identifier, describe_difference, parse_definition, to
 from .errors import DeclarationError, MPError
 from .table import Table
 from .tiers import Computed, Imported, Lookup, Manual, Part
+
+if TYPE_CHECKING:
+    from .store_gc import GCReport
 
 _TIERS = (Manual, Lookup, Imported, Computed)
 
@@ -254,6 +258,22 @@ class Schema:
                 dependencies.unregister(t.full_name)
                 t._dropped_name, t._declared_name = t._declared_name, None
         self.tables = []
+
+    def gc(self, store: str | None = None, *, dry_run: bool = True,
+           grace: timedelta | None = None) -> dict[str, GCReport]:
+        """Garbage-collect object stores: remove the objects no committed row references any
+        more (deleted entries, failed or killed writes) that are older than ``grace`` (default
+        one day); with ``dry_run`` (the default) only report them. ``store``: one store's name,
+        or None for every store an attribute of this database uses.
+
+        The references are read from every mp_dagster schema of this schema's database, so a
+        store shared by several schemas is collected safely; a store must not be shared by
+        several databases. Returns ``{store: GCReport}`` (``unreferenced``, ``unreferenced_bytes``,
+        ``deleted``...; see :mod:`mp_dagster.store_references`)."""
+        from .store_references import collect
+        from .stores import DEFAULT_GRACE
+
+        return collect(self.backend, store, grace=DEFAULT_GRACE if grace is None else grace, dry_run=dry_run)
 
     def list_tables(self) -> list[str]:
         """Table names in the database for this schema (without the bookkeeping table)."""

@@ -12,12 +12,15 @@ import re
 from .errors import MPError
 
 CONTENT_PREFIX = "sha256/"  # where content-addressed objects live
+OBJECTS_PREFIX = "objects/"  # where uniquely named objects of store attributes live (<npy@store>)
+MANAGED_PREFIXES = (CONTENT_PREFIX, OBJECTS_PREFIX)  # what attributes write, and gc collects
 TEMP_PREFIX = ".tmp/"  # file stores: objects being written (collected by gc when stale)
 MAX_ADDRESS = 1024  # characters (S3 keys are at most 1024 bytes)
 
 _SUFFIX = re.compile(r"(\.[A-Za-z0-9]{1,16})?\Z")
 _CONTENT = re.compile(r"sha256/([0-9a-f]{2})/([0-9a-f]{2})/(\1\2[0-9a-f]{60})(\.[A-Za-z0-9]{1,16})?\Z")
-_FORBIDDEN = frozenset("\\*?[]")  # backslashes, and fsspec's glob characters
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+_GLOB = re.compile(r"[\\*?\[\]]")
 
 
 class StoreError(MPError):
@@ -60,9 +63,9 @@ def check_address(address: str, store: str = "?") -> str:
         raise bad("an address is a non-empty string")
     if len(address) > MAX_ADDRESS:
         raise bad(f"longer than {MAX_ADDRESS} characters")
-    if any(ord(c) < 32 or ord(c) == 127 for c in address):
+    if _CONTROL.search(address):
         raise bad("control characters (NUL, newline...) are not allowed")
-    if any(c in _FORBIDDEN for c in address):
+    if _GLOB.search(address):
         raise bad("backslashes and glob characters (* ? [ ]) are not allowed")
     if address.startswith("/") or address.startswith("~"):
         raise bad("it must be relative to the store's root")

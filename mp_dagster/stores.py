@@ -40,11 +40,9 @@ import uuid
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timedelta
 from typing import IO, TYPE_CHECKING, Any
 from urllib.parse import unquote, urlsplit
-
-import fsspec
 
 from .store_addresses import (
     CONTENT_PREFIX,
@@ -57,13 +55,25 @@ from .store_addresses import (
     content_address,
     content_digest,
 )
+from .store_io import (
+    CHUNK,
+    SourceFailed,
+    hash_stream,
+    modified_time,
+    now_utc,
+    opened,
+    read_source,
+    silently,
+    store_exceptions,
+)
 
 if TYPE_CHECKING:
+    import fsspec
+
     from .store_gc import GCReport
 
 ENV_PREFIX = "MP_DAGSTER_STORE_"
 ENDPOINT_SUFFIX = "_ENDPOINT_URL"
-CHUNK = 8 * 2**20  # bytes per read while hashing or copying
 S3_PART = 5 * 2**20  # bytes per S3 multipart part (S3's minimum; s3fs raises it for huge files)
 S3_CONCURRENCY = 1  # parts in flight per S3 upload: memory is about 2 * S3_PART * this
 S3_BLOCK = 4 * 2**20  # bytes per S3 read request when reading an opened object
@@ -120,45 +130,6 @@ def get_store(name: str) -> Store:
         if key not in _cache:
             _cache[key] = Store(name, url, endpoint_url=endpoint)
         return _cache[key]
-
-
-def _now() -> datetime:
-    return datetime.now(timezone.utc)
-
-
-def _modified(info: dict[str, Any]) -> datetime:
-    """A listing entry's modification time as an aware UTC datetime (file: mtime; S3: LastModified)."""
-    value = info.get("LastModified", info.get("mtime"))
-    if isinstance(value, datetime):
-        return value.astimezone(timezone.utc) if value.tzinfo else value.replace(tzinfo=timezone.utc)
-    if isinstance(value, (int, float)):
-        return datetime.fromtimestamp(value, timezone.utc)
-    raise StoreError(f"no modification time in listing entry {info.get('name')!r}")
-
-
-class _SourceFailed(Exception):
-    """Reading the caller's source failed (re-raised as the original exception)."""
-
-
-def _read(source: IO[bytes], size: int) -> bytes:
-    try:
-        return source.read(size)
-    except Exception as exc:
-        raise _SourceFailed() from exc
-
-
-def _store_exceptions() -> tuple[type[BaseException], ...]:
-    """What fsspec/s3fs/botocore/aiohttp raise for a failed store operation."""
-    kinds: list[type[BaseException]] = [OSError, TimeoutError, fsspec.exceptions.FSTimeoutError]
-    try:
-        import aiohttp
-        import botocore.exceptions
-
-        kinds += [botocore.exceptions.BotoCoreError, botocore.exceptions.ClientError,
-                  aiohttp.ClientError]
-    except ImportError:  # no s3 extra: file stores only
-        pass
-    return tuple(kinds)
 
 
 class Store:
@@ -218,6 +189,8 @@ class Store:
         return self._fs
 
     def _make_fs(self) -> fsspec.AbstractFileSystem:
+        import fsspec
+
         if self.is_local:
             return fsspec.filesystem("file", skip_instance_cache=True)
         try:
@@ -238,9 +211,9 @@ class Store:
         """Turn the filesystem's exceptions into StoreErrors naming the store and address."""
         try:
             yield
-        except (StoreError, _SourceFailed):
+        except (StoreError, SourceFailed):
             raise
-        except _store_exceptions() as exc:
+        except store_exceptions() as exc:
             if isinstance(exc, FileNotFoundError) and doing != "write":
                 raise MissingObjectError(f"{self!r}: no object at {address!r}") from exc
             raise StoreError(f"{self!r}: cannot {doing} {address!r}: "
@@ -258,90 +231,106 @@ class Store:
 
     # ---- writing ----------------------------------------------------------------------
 
-    def put_bytes(self, data: bytes, *, suffix: str = "") -> str:
+    def put_bytes(self, data: bytes, *, suffix: str = "",
+                  written: Callable[[int], None] | None = None) -> str:
         """Store ``data`` content-addressed; returns its address ``sha256/ab/cd/<hex><suffix>``.
 
         Identical content is stored once (writing it again only refreshes its modification
         time). ``suffix`` (e.g. ``.npy``) is part of the address, for readers that go by it.
+        ``written``, if given, is called with the number of bytes actually transferred (0
+        when the content was already stored).
         """
         address = content_address(hashlib.sha256(data).hexdigest(), suffix)
         path = self._path(address)
+        sent = len(data)
         with self._errors("write", address):
             if self.is_local:
-                if not self._refresh(path, len(data)):
+                if self._refresh(path, len(data)):
+                    sent = 0
+                else:
                     tmp = self._path(TEMP_PREFIX + uuid.uuid4().hex)
                     self._write_local(io.BytesIO(data), tmp)
                     self._rename(tmp, path)
             else:
                 self.fs.pipe_file(path, bytes(data))  # one PUT (or multipart): atomic
+        if written is not None:
+            written(sent)
         return address
 
     def put_file(self, source: str | os.PathLike[str] | IO[bytes], *, suffix: str = "",
-                 address: str | None = None) -> str:
+                 address: str | None = None, written: Callable[[int], None] | None = None) -> str:
         """Store a local file (a path) or a binary stream, read in chunks of CHUNK bytes, never
         whole; returns its address: content-addressed as :meth:`put_bytes`, or ``address``
-        when given (an existing object there is replaced atomically).
+        when given (an existing object there is replaced atomically; the content is then not
+        hashed). A stream's ``read`` may return bytes or memoryviews.
 
         An exception raised while reading ``source`` propagates unchanged; either way nothing
-        partial is left in the store.
+        partial is left in the store. ``written``: as in :meth:`put_bytes`.
         """
         if address is not None and check_address(address, self.name).startswith(TEMP_PREFIX):
             raise AddressError(f"store {self.name!r}: {TEMP_PREFIX} is reserved for writes in flight")
         try:
             if self.is_local:
-                return self._put_file_local(source, suffix, address)
-            return self._put_file_remote(source, suffix, address)
-        except _SourceFailed as failed:
+                address, sent = self._put_file_local(source, suffix, address)
+            else:
+                address, sent = self._put_file_remote(source, suffix, address)
+        except SourceFailed as failed:
             raise failed.__cause__ from None  # type: ignore[misc]
+        if written is not None:
+            written(sent)
+        return address
 
-    def _put_file_local(self, source: Any, suffix: str, address: str | None) -> str:
-        with _opened(source) as src:
+    def _put_file_local(self, source: Any, suffix: str, address: str | None) -> tuple[str, int]:
+        with opened(source) as src:
             tmp = self._path(TEMP_PREFIX + uuid.uuid4().hex)
             with self._errors("write", address or "a new object"):
-                digest, size = self._write_local(src, tmp)
+                digest, size = self._write_local(src, tmp, hash_content=address is None)
             address = address or content_address(digest, suffix)
             with self._errors("write", address):
                 path = self._path(address)
                 if address.startswith(CONTENT_PREFIX) and self._refresh(path, size):
                     self.fs.rm_file(tmp)
-                else:
-                    self._rename(tmp, path)
-        return address
+                    return address, 0
+                self._rename(tmp, path)
+        return address, size
 
-    def _put_file_remote(self, source: Any, suffix: str, address: str | None) -> str:
+    def _put_file_remote(self, source: Any, suffix: str, address: str | None) -> tuple[str, int]:
         if not isinstance(source, (str, os.PathLike)):  # a stream: spool it to a local file
             with tempfile.NamedTemporaryFile(prefix="mp-store-") as spool:
-                while chunk := _read(source, CHUNK):
+                while chunk := read_source(source, CHUNK):
                     spool.write(chunk)
                 spool.flush()
                 return self._put_file_remote(spool.name, suffix, address)
         if address is None:
-            with _opened(source) as src:
-                digest, size = _hash_stream(src)
+            with opened(source) as src:
+                digest, size = hash_stream(src)
             address = content_address(digest, suffix)
         path = self._path(address)
+        size = os.path.getsize(source)
         with self._errors("write", address):
-            if address.startswith(CONTENT_PREFIX) and self._refresh(path, os.path.getsize(source)):
-                return address
+            if address.startswith(CONTENT_PREFIX) and self._refresh(path, size):
+                return address, 0
             self.fs.put_file(os.fspath(source), path, chunksize=S3_PART)  # atomic on completion
-        return address
+        return address, size
 
-    def _write_local(self, src: IO[bytes], tmp: str) -> tuple[str, int]:
-        """Copy ``src`` to ``tmp`` (flushed to disk), hashing it; (sha256 hex, size)."""
+    def _write_local(self, src: IO[bytes], tmp: str, hash_content: bool = True) -> tuple[str, int]:
+        """Copy ``src`` to ``tmp`` (flushed to disk), hashing it unless ``hash_content`` is
+        False; (sha256 hex or "", size)."""
         digest, size = hashlib.sha256(), 0
         self.fs.makedirs(self.fs._parent(tmp), exist_ok=True)
         try:
             with self.fs.open(tmp, "wb") as out:
-                while chunk := _read(src, CHUNK):
-                    digest.update(chunk)
+                while chunk := read_source(src, CHUNK):
+                    if hash_content:
+                        digest.update(chunk)
                     size += len(chunk)
                     out.write(chunk)
                 out.flush()
                 os.fsync(out.fileno())
         except BaseException:
-            _silently(self.fs.rm_file, tmp)
+            silently(self.fs.rm_file, tmp)
             raise
-        return digest.hexdigest(), size
+        return digest.hexdigest() if hash_content else "", size
 
     def _rename(self, tmp: str, path: str) -> None:
         """Move a written temporary file into place: one rename, atomic (never a copy, which
@@ -352,13 +341,21 @@ class Store:
             self.fs.makedirs(folder, exist_ok=True)
             os.replace(tmp, path)
         except BaseException:
-            _silently(self.fs.rm_file, tmp)
+            silently(self.fs.rm_file, tmp)
             raise
         fd = os.open(folder, os.O_RDONLY)
         try:
             os.fsync(fd)
         finally:
             os.close(fd)
+
+    def refresh(self, address: str, size: int) -> None:
+        """Make the object young again (as writing its content again would), before a new row
+        references it; a :class:`MissingObjectError` if it is gone or not ``size`` bytes long."""
+        path = self._path(address)
+        with self._errors("refresh", address):
+            if not self._refresh(path, size):
+                raise MissingObjectError(f"{self!r}: no object of {size} bytes at {address!r}")
 
     def _refresh(self, path: str, size: int) -> bool:
         """If an object of ``size`` bytes is at ``path``, make it young again (so a running gc
@@ -372,9 +369,9 @@ class Store:
         except FileNotFoundError:
             return False
         try:  # S3 has no touch: copy the object onto itself with new metadata
-            self.fs.setxattr(path, mp_dagster_refreshed=_now().isoformat())
+            self.fs.setxattr(path, mp_dagster_refreshed=now_utc().isoformat())
             return True
-        except _store_exceptions():
+        except store_exceptions():
             return False  # gone meanwhile, or too large (over 5 GB) to copy at once: rewrite
 
     # ---- reading ----------------------------------------------------------------------
@@ -429,7 +426,13 @@ class Store:
 
     def modified(self, address: str) -> datetime:
         """The object's modification time (UTC; on S3 the server's LastModified)."""
-        return _modified(self._info(address))
+        return modified_time(self._info(address))
+
+    def version(self, address: str) -> tuple[int, str]:
+        """(size, token): the token changes when the object is rewritten (its modification
+        time, and on S3 its ETag), for caching what was computed from its content."""
+        info = self._info(address)
+        return int(info["size"]), f"{modified_time(info).isoformat()}/{info.get('ETag', '')}"
 
     def checksum(self, address: str) -> str:
         """The SHA-256 (hex) of the object's content, read in chunks."""
@@ -478,7 +481,7 @@ class Store:
             address = self._address(self.fs._strip_protocol(path))
             if info.get("type") != "file" or (address.startswith(TEMP_PREFIX) and not include_temp):
                 continue
-            yield StoredObject(address, int(info["size"]), _modified(info))
+            yield StoredObject(address, int(info["size"]), modified_time(info))
 
     # ---- garbage collection -----------------------------------------------------------
 
@@ -493,33 +496,6 @@ class Store:
 
         return collect_garbage(self, referenced, grace=grace, dry_run=dry_run,
                                prefixes=prefixes, now=now)
-
-
-@contextmanager
-def _opened(source: str | os.PathLike[str] | IO[bytes]) -> Iterator[IO[bytes]]:
-    """A path opened for binary reading, or a stream as it is (not closed)."""
-    if isinstance(source, (str, os.PathLike)):
-        with open(source, "rb") as f:
-            yield f
-    else:
-        yield source
-
-
-def _hash_stream(src: IO[bytes]) -> tuple[str, int]:
-    """(SHA-256 hex, size) of the caller's stream read to its end in chunks."""
-    digest, size = hashlib.sha256(), 0
-    while chunk := _read(src, CHUNK):
-        digest.update(chunk)
-        size += len(chunk)
-    return digest.hexdigest(), size
-
-
-def _silently(func: Callable[..., Any], *args: Any) -> None:
-    """Cleanup that must not hide the error being raised."""
-    try:
-        func(*args)
-    except Exception:  # noqa: S110 - best effort; gc removes stale temporary files
-        pass
 
 
 __all__ = ["CONTENT_PREFIX", "DEFAULT_GRACE", "AddressError", "CorruptObjectError",

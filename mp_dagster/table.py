@@ -266,7 +266,8 @@ class Table(QueryExpression, metaclass=TableMeta):
             return values
 
         nattrs = len(attrs)
-        if type(rows) is list and len(rows) >= 16 and nattrs:
+        # (not with store attributes: a redo would write their objects twice)
+        if type(rows) is list and len(rows) >= 16 and nattrs and all(a.type.store is None for a in attrs):
             # fastest path, for batches: column by column (C-level extraction, one converter
             # call per value or none at all); on any doubt -- other row kinds, a bad value, a
             # duplicate key -- the rows are redone one by one below, which words the error

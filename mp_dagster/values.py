@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 
 from . import codecs
-from .errors import DataError
+from .errors import DataError, MPError
 from .heading import INT_RANGES, Attribute, SQLType
 
 # --------------------------------------------------------------------------------------------
@@ -405,7 +405,7 @@ def codec_converter(table: str, attr: Attribute) -> Callable[[Any], Any]:
         chain, _ = codecs.resolve_codec(attr.type.codec or "", attr.type.store)
     except ValueError as exc:
         raise DataError(f"{table}.{attr.name}: {exc}") from None
-    encode = codecs.chain_encoder(chain)
+    encode = codecs.chain_encoder(chain, attr.type.store, f"{table}.{attr.name}")
     core_attr = _core_attribute(attr)
     core = _CONVERTERS[core_attr.type.name]
     label = f"{table}.{attr.name}: {attr.type}"
@@ -417,7 +417,7 @@ def codec_converter(table: str, attr: Attribute) -> Callable[[Any], Any]:
             raise DataError(f"{table}.{attr.name}: NULL is not allowed (the attribute is not nullable)")
         try:
             stored = encode(value)
-        except DataError as exc:
+        except MPError as exc:  # a DataError, BlobError, StoreError (unreachable store...) keeps its kind
             raise type(exc)(f"{label}: {exc}") from exc
         except Exception as exc:  # noqa: BLE001 - user code: any failure is bad input, nothing written
             raise DataError(f"{label} cannot encode {type(value).__name__}: {type(exc).__name__}: {exc}") from exc
@@ -438,14 +438,16 @@ def codec_loader(attr: Attribute) -> Callable[[Any], Any]:
         chain, _ = codecs.resolve_codec(attr.type.codec or "", attr.type.store)
     except ValueError as exc:
         raise DataError(f"{attr.name}: {exc}") from None
-    decode = codecs.chain_decoder(chain)
+    decode = codecs.chain_decoder(chain, attr.type.store, attr.name)
+    if len(chain) == 1 and getattr(chain[0], "takes_json_text", False):
+        return decode  # reads the JSON text itself, lazily, and cannot fail here (``<npy@store>``)
     core = fast_loader(_core_attribute(attr))
     label = f"{attr.name}: {attr.type}"
 
     def load(value: Any) -> Any:
         try:
             return decode(value if core is None else core(value))
-        except DataError as exc:
+        except MPError as exc:
             raise type(exc)(f"{label}: {exc}") from exc
         except Exception as exc:  # noqa: BLE001 - user code
             raise DataError(f"{label} cannot decode the stored value: {type(exc).__name__}: {exc}") from exc

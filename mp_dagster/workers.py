@@ -47,6 +47,7 @@ class KeyOutcome:
     error: BaseException | None = None
     stage: str = ""
     traceback: str = ""
+    store_bytes: dict[str, int] | None = None  # bytes make wrote to each object store
 
 
 def populate_key(
@@ -86,7 +87,8 @@ def _compute_and_write(
     except Exception as exc:  # noqa: BLE001 - reported per key by the caller
         return KeyOutcome(key, "failed", error=exc, stage=stage, traceback=traceback.format_exc())
     return KeyOutcome(key, "written" if written else "done", counts=entry.row_counts(),
-                      rows=entry.rows_by_table() if keep_rows and written else None)
+                      rows=entry.rows_by_table() if keep_rows and written else None,
+                      store_bytes=dict(entry.store_bytes))
 
 
 def ordered(keys: list[dict[str, Any]], order: str) -> list[dict[str, Any]]:

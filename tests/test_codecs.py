@@ -241,8 +241,9 @@ def test_decode_failures_name_the_attribute(schema):
     [
         ("<nope>", r"\.g: unknown codec <nope>"),
         ("<graph@raw>", r"\.g: codec <graph> does not support object stores"),
-        ("<blob@raw>", r"\.g: codec <blob> does not support object stores"),
         ("<wgraph@raw>", r"\.g: codec <wgraph> does not support object stores"),
+        ("<blob@nowhere>", r"\.g: store 'nowhere' is not configured: set MP_DAGSTER_STORE_NOWHERE"),
+        ("<npy>", r"\.g: codec <npy> keeps its values in an object store"),
         ("<Graph>", r"\.g: malformed codec type '<Graph>'"),
         ("<graph@Raw!>", r"\.g: malformed"),
     ],
@@ -279,7 +280,9 @@ def test_codecs_cannot_be_keys_or_have_defaults(schema):
             """
 
 
-def test_store_names_are_parsed_into_the_attribute(schema):
+def test_store_names_are_parsed_into_the_attribute(schema, monkeypatch, tmp_path):
+    monkeypatch.setenv("MP_DAGSTER_STORE_RAW", (tmp_path / "raw").as_uri())
+
     @schema
     class Raw(mp.Manual):
         definition = """

@@ -134,6 +134,10 @@ class Backend(ABC):
     def drop_schema(self, schema: str) -> None: ...
 
     @abstractmethod
+    def list_schemas(self) -> list[str]:
+        """The schemas of this database declared by mp_dagster (holding its meta table)."""
+
+    @abstractmethod
     def list_tables(self, schema: str) -> set[str]: ...
 
     def create_table(self, schema: str, table: str, definition: TableDefinition) -> None:

@@ -15,7 +15,7 @@ from psycopg.adapt import PyFormat
 from ..errors import ConnectionError as MPConnectionError
 from ..errors import MPError
 from ..heading import Attribute
-from .base import Backend, skip_primary_key_duplicates
+from .base import META_TABLE, Backend, skip_primary_key_duplicates
 from .psycopg_wire import JsonbBinaryTextLoader, JsonbTextLoader, is_read, pipelined
 
 _COLUMN_TYPES = {
@@ -313,6 +313,15 @@ class PostgresBackend(Backend):
 
     def drop_schema(self, schema: str) -> None:
         self.execute(sql.SQL("DROP SCHEMA IF EXISTS {} CASCADE").format(sql.Identifier(schema)))
+
+    def list_schemas(self) -> list[str]:
+        """The schemas holding mp_dagster's meta table (declared by mp_dagster), sorted."""
+        rows = self.execute(
+            sql.SQL("SELECT table_schema FROM information_schema.tables WHERE table_name = {}").format(
+                sql.Placeholder("t")),
+            {"t": META_TABLE},
+        )
+        return sorted(r[0] for r in rows)
 
     def list_tables(self, schema: str) -> set[str]:
         rows = self.execute(

@@ -23,7 +23,7 @@ from psycopg import sql
 from ..errors import ConnectionError as MPConnectionError
 from ..errors import DataError
 from ..heading import Attribute
-from .base import Backend
+from .base import META_TABLE, Backend
 
 BUSY_TIMEOUT_S = 60.0
 _NAMED = re.compile(r"%\((\w+)\)s")
@@ -196,6 +196,12 @@ class SQLiteBackend(Backend):
                     self.drop_table(schema, table)
         finally:
             self.conn.execute("PRAGMA foreign_keys=ON")
+
+    def list_schemas(self) -> list[str]:
+        """The schemas (name prefixes) holding mp_dagster's meta table, sorted."""
+        suffix = "." + META_TABLE
+        rows = self.execute(sql.SQL("SELECT name FROM sqlite_master WHERE type = 'table'"))
+        return sorted(r[0][: -len(suffix)] for r in rows if r[0].endswith(suffix))
 
     def list_tables(self, schema: str) -> set[str]:
         rows = self.execute(

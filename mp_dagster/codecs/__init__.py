@@ -7,6 +7,17 @@ type, which is the column's type. The built-in codecs:
 
 * ``<blob>`` (also spelled ``blob``, ``longblob``...): the in-row blob format of
   :mod:`mp_dagster.codecs.blob` (numpy arrays and plain Python values, never pickle).
+* ``<blob@store>``: the same, in an object store, content-addressed (chains to ``<hash@store>``,
+  :mod:`~mp_dagster.codecs.hash`).
+* ``<npy@store>``: numpy arrays as plain ``.npy`` files, fetched as lazy references
+  (:mod:`~mp_dagster.codecs.npy`).
+* ``<attach@store>``: a file's bytes with its name (:mod:`~mp_dagster.codecs.attach`).
+* ``<filepath@store>``: a file already in the store, by path and checksum
+  (:mod:`~mp_dagster.codecs.filepath`).
+
+Store-backed codecs (:class:`~mp_dagster.codecs.store_codec.StoreCodec`) keep a JSON record in
+the column (the object's address, size...) and write the object when the value is encoded, that
+is before the transaction that inserts the row. ``<name@>`` is the store named ``default``.
 """
 
 from __future__ import annotations
@@ -19,6 +30,8 @@ from mp_dagster.errors import DeclarationError
 from .base import Codec, check_codec_class
 
 __all__ = ["Codec", "get_codec", "list_codecs", "register_codec", "resolve_codec", "unregister_codec"]
+
+DEFAULT_STORE = "default"  # the store of ``<name@>``
 
 _REGISTRY: dict[str, Codec] = {}
 CODEC_SPEC = re.compile(r"^<\s*(?P<name>[A-Za-z0-9_]*)\s*(?:(?P<at>@)\s*(?P<store>[A-Za-z0-9_]*)\s*)?>$")
@@ -98,10 +111,27 @@ def resolve_codec(name: str, store: str | None = None) -> tuple[tuple[Codec, ...
             raise ValueError(f"codec <{current}>: get_dtype() must return a type name, got {dtype!r}")
         inner = parse_codec_spec(dtype)
         if inner is None:
+            if current_store is not None:
+                check_store(current_store)
             return tuple(chain), dtype.strip()
         current, inner_store = inner
         if inner_store is not None:
             current_store = inner_store
+
+
+def store_of(store: str | None) -> str | None:
+    """The store's name of ``<name@store>`` (``<name@>``: the default store), or None."""
+    return None if store is None else (store or DEFAULT_STORE)
+
+
+def check_store(store: str) -> None:
+    """ValueError naming the environment variable to set if ``store`` is not configured."""
+    from mp_dagster.stores import StoreError, get_store
+
+    try:
+        get_store(store_of(store) or DEFAULT_STORE)
+    except StoreError as exc:
+        raise ValueError(str(exc)) from None
 
 
 def _compose(functions: list[Any]) -> Any:
@@ -117,16 +147,32 @@ def _compose(functions: list[Any]) -> Any:
     return composed
 
 
-def chain_encoder(chain: tuple[Codec, ...]) -> Any:
-    """One function of the value: each codec's encoder, outermost first."""
-    return _compose([c.encoder() for c in chain])
+def chain_encoder(chain: tuple[Codec, ...], store: str | None = None, where: str = "") -> Any:
+    """One function of the value: each codec's encoder, outermost first. ``store``: the
+    attribute's store (``<name@store>``); ``where``: ``schema.table.attribute``, for the names
+    of uniquely named objects and for errors."""
+    from .store_codec import StoreCodec
+
+    name = store_of(store)
+    return _compose([c.store_encoder(name, where) if isinstance(c, StoreCodec) and name is not None
+                     else c.encoder(name) if name is not None else c.encoder() for c in chain])
 
 
-def chain_decoder(chain: tuple[Codec, ...]) -> Any:
+def chain_decoder(chain: tuple[Codec, ...], store: str | None = None, where: str = "") -> Any:
     """One function of the stored value: each codec's decoder, innermost first."""
-    return _compose([c.decoder() for c in reversed(chain)])
+    from .store_codec import StoreCodec
+
+    name = store_of(store)
+    return _compose([c.store_decoder(name, where) if isinstance(c, StoreCodec) and name is not None
+                     else c.decoder(name) if name is not None else c.decoder() for c in reversed(chain)])
 
 
+from .attach import AttachCodec, Attachment  # noqa: E402
 from .blob.codec import BlobCodec  # noqa: E402 - registers <blob> once the registry exists
+from .filepath import FilepathCodec, StoredFile  # noqa: E402
+from .hash import HashCodec  # noqa: E402
+from .npy import NpyCodec, NpyRef  # noqa: E402
+from .store_codec import StoreCodec, recording_uploads  # noqa: E402
 
-__all__ += ["BlobCodec"]
+__all__ += ["AttachCodec", "Attachment", "BlobCodec", "FilepathCodec", "HashCodec", "NpyCodec", "NpyRef",
+            "StoreCodec", "StoredFile", "recording_uploads"]

@@ -42,9 +42,11 @@ class Codec:
     database must not execute code. Errors raised by ``validate`` or ``encode`` become a
     :class:`~mp_dagster.DataError` naming the table and attribute, and nothing is written.
 
-    Store-backed codecs (``<name@store>``) override :meth:`get_dtype` to accept
-    ``is_store=True``; the base class refuses stores. ``key`` (the row's primary key) is
-    reserved for store-backed codecs and is ``None`` for in-row codecs.
+    ``<name@store>``: a codec accepts a store when its :meth:`get_dtype` returns a storage
+    type for ``is_store=True`` (the base class refuses stores); its ``encode`` then receives
+    ``store_name``. Chaining to ``"<blob>"`` puts the packed value in the store through
+    ``<blob@store>``; a codec writing objects of its own subclasses
+    :class:`~mp_dagster.codecs.store_codec.StoreCodec`. ``key`` is ``None`` (reserved).
 
     A subclass without its own ``name`` is not registered (an abstract base); pass
     ``register=False`` to skip registration of a named class. Defining another class with a
@@ -84,10 +86,17 @@ class Codec:
         raise NotImplementedError(f"codec <{self.name}> does not define decode()")
 
     # -- the hot path: one-argument functions built once per attribute -----------------------
-    def encoder(self) -> Callable[[Any], Any]:
+    def encoder(self, store_name: str | None = None) -> Callable[[Any], Any]:
         """``validate`` then ``encode``, as one function of the value (built-in codecs
-        return their encoder itself)."""
+        return their encoder itself). ``store_name``: the store of ``<name@store>``, passed
+        to ``encode``."""
         validate, encode = self.validate, self.encode
+        if store_name is not None:
+            def to_store(value: Any) -> Any:
+                validate(value)
+                return encode(value, store_name=store_name)
+
+            return to_store
         if type(self).validate is Codec.validate:
             return encode
 
@@ -97,8 +106,9 @@ class Codec:
 
         return validated
 
-    def decoder(self) -> Callable[[Any], Any]:
-        """``decode`` as one function of the stored value."""
+    def decoder(self, store_name: str | None = None) -> Callable[[Any], Any]:
+        """``decode`` as one function of the stored value (``store_name``: the store of
+        ``<name@store>``; used by store-backed codecs, see :class:`~mp_dagster.codecs.store_codec.StoreCodec`)."""
         return self.decode
 
     def __repr__(self) -> str:

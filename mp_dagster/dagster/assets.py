@@ -25,16 +25,19 @@ from .io_manager import (
 from .translator import MasterPartTranslator, column_schema
 
 
-def entry_metadata(binding: TableBinding, counts: dict[str, int], table_total: dict[str, Any] | None = None
-                   ) -> dict[str, Any]:
+def entry_metadata(binding: TableBinding, counts: dict[str, int], table_total: dict[str, Any] | None = None,
+                   store_bytes: dict[str, int] | None = None) -> dict[str, Any]:
     """Per-partition materialization metadata: the rows this partition wrote per table (master and
     each part, labelled "rows written (this partition)"), the table's total rows
-    (``table_rows_metadata``, counted unless given), table name and column schema."""
+    (``table_rows_metadata``, counted unless given), table name and column schema, and the bytes
+    ``make`` wrote to each object store (``store/raw bytes written``)."""
     table = binding.table
     metadata: dict[str, Any] = {ROWS_WRITTEN.format(name): n for name, n in counts.items()}
     metadata.update(table_total if table_total is not None else table_rows_metadata(table))
     metadata["dagster/table_name"] = table.full_name
     metadata["dagster/column_schema"] = column_schema(table)
+    for store, n in sorted((store_bytes or {}).items()):
+        metadata[f"store/{store} bytes written"] = n
     return metadata
 
 
@@ -165,11 +168,13 @@ def build_master_asset(
         progress = ProgressLog(context, table.full_name, len(keys), detailed)
         entries: dict[str, bool | None] = {}  # True: written here; False: by another worker; None: before
         written_counts: dict[str, dict[str, int]] = {}  # rows per table of the entries written here
+        written_bytes: dict[str, dict[str, int]] = {}  # bytes per object store of those entries
         failures: dict[str, BaseException] = {}
 
-        def add_metadata(partition_key: str, key: dict[str, Any], rows: dict[str, list[dict[str, Any]]]) -> None:
+        def add_metadata(partition_key: str, key: dict[str, Any], rows: dict[str, list[dict[str, Any]]],
+                         store_bytes: dict[str, int] | None = None) -> None:
             counts = {t.full_name: len(rows[t.table_name]) for t in (table, *table.parts)}
-            metadata = entry_metadata(binding, counts)
+            metadata = entry_metadata(binding, counts, store_bytes=store_bytes)
             metadata.update(translator.get_materialization_metadata(table, key, rows))
             context.add_asset_metadata(metadata, partition_key=partition_key)
 
@@ -191,11 +196,13 @@ def build_master_asset(
             entries[partition_key] = outcome.status == "written"
             if outcome.status == "written":
                 written_counts[partition_key] = outcome.counts or {}
+                written_bytes[partition_key] = outcome.store_bytes or {}
                 progress.step(partition_key, "computed", detail=lambda: outcome.counts)
             else:
                 progress.step(partition_key, "written meanwhile by another worker")
             if detailed:
-                add_metadata(partition_key, key, outcome.rows or entry_rows(table, key))
+                add_metadata(partition_key, key, outcome.rows or entry_rows(table, key),
+                             written_bytes.get(partition_key))
 
         todo = []
         for partition_key, key in decoded.items():
@@ -234,7 +241,7 @@ def build_master_asset(
         for partition_key in entries:
             # rows of keys written elsewhere are counted in the database (two queries a key)
             counts = written_counts.get(partition_key) or stored_counts(table, decoded[partition_key])
-            md = entry_metadata(binding, counts, table_total)
+            md = entry_metadata(binding, counts, table_total, written_bytes.get(partition_key))
             context.log_event(
                 dg.AssetMaterialization(asset_key=binding.asset_key, partition=partition_key, metadata=md)
             )

@@ -16,14 +16,18 @@ class BlobCodec(Codec):
     name = "blob"
     dtype = "bytes"
 
+    def get_dtype(self, is_store: bool) -> str:
+        """In-row ``bytes``; ``<blob@store>`` chains to ``<hash@store>`` (content-addressed)."""
+        return "<hash>" if is_store else "bytes"
+
     def encode(self, value: Any, *, key: dict | None = None, store_name: str | None = None) -> bytes:
         return pack(value)
 
     def decode(self, stored: Any, *, key: dict | None = None) -> Any:
         return unpack(stored)
 
-    def encoder(self) -> Callable[[Any], bytes]:
-        return pack  # no wrapper on the hot path
+    def encoder(self, store_name: str | None = None) -> Callable[[Any], bytes]:
+        return pack  # no wrapper on the hot path; with a store, <hash@store> writes the bytes
 
-    def decoder(self) -> Callable[[Any], Any]:
+    def decoder(self, store_name: str | None = None) -> Callable[[Any], Any]:
         return unpack

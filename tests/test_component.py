@@ -243,7 +243,7 @@ demo.add_demo_data(2, 1)
 loaded = {"definitions.py": definitions.defs, "dg": dg.load_from_defs_folder(path_within_project=Path.cwd())}
 for way, defs in loaded.items():
     repository = defs.get_repository_def()
-    assert len(repository.asset_checks_defs_by_key) == 6, way
+    assert len(repository.asset_checks_defs_by_key) == 10, way  # 3 per master, files_unchanged
     assert repository.asset_graph.get_all_asset_keys(), way
     assert repository.get_all_jobs(), way
     with dg.instance_for_test() as instance:

@@ -31,6 +31,7 @@ from typing import Any
 import dagster as dg
 
 from ..file_sources import BoundFileSource, ScanResult, file_sources
+from .checks import MasterPartChecks
 from .io_manager import TableBinding
 from .sensors import partition_tags, run_key
 
@@ -172,7 +173,8 @@ def build_file_check(binding: TableBinding, source: BoundFileSource) -> dg.Asset
         return dg.AssetCheckResult(passed=evaluation.passed, severity=evaluation.severity,
                                    description=evaluation.description, metadata=evaluation.metadata)
 
-    return _check
+    # as our other checks: stays an asset check when a dg defs folder copies it (no BetaWarning)
+    return MasterPartChecks.dagster_internal_init(**_check.get_attributes_dict())
 
 
 def build_file_definitions(

@@ -6,8 +6,9 @@ from __future__ import annotations
 import argparse
 import sys
 from datetime import timedelta
+from pathlib import Path
 
-from .cli import EXIT_OK, Declined, UsageError, load_modules, open_read_only
+from .cli import DEFAULT_MODULE_FILE, EXIT_OK, Declined, UsageError, load_modules, open_read_only
 
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
 
@@ -34,10 +35,14 @@ def cmd_gc(args: argparse.Namespace) -> int:
 
     grace = DEFAULT_GRACE if args.grace is None else parse_duration(args.grace)
     open_read_only()  # gc reads rows, it never writes the database
+    imports = bool(args.modules) or Path(DEFAULT_MODULE_FILE).is_file()
     tables = load_modules(args.modules, required=False)
     from .backends import get_backend, redact
 
-    backends = list({id(t.schema.backend): t.schema.backend for t in tables}.values()) or [get_backend()]
+    # the databases of the modules' tables; importing nothing, the one --database-url names (not
+    # tables some earlier code declared in this process)
+    backends = list({id(t.schema.backend): t.schema.backend for t in tables}.values()) if imports else []
+    backends = backends or [get_backend()]
     confirmed = args.yes
     for backend in backends:
         print(f"database: {redact(backend.url)}")

@@ -46,11 +46,6 @@ def pipelined(conn: psycopg.Connection, send: Callable[[], Any]) -> Any:
     return result
 
 
-class JsonbTextLoader(Loader):
-    def load(self, data: Any) -> str:
-        return bytes(data).decode()
-
-
 class JsonbBinaryTextLoader(Loader):
     format = Format.BINARY
 

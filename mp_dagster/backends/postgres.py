@@ -11,7 +11,7 @@ import psycopg
 from psycopg import errors as pg_errors
 from psycopg import sql
 from psycopg.adapt import PyFormat
-from psycopg.types.string import TextLoader
+from psycopg.types.string import TextBinaryLoader, TextLoader
 
 from ..errors import ConnectionError as MPConnectionError
 from ..errors import MPError
@@ -99,6 +99,8 @@ class PostgresBackend(Backend):
         # (JSON records) costs half what a Python-level loader does
         conn.adapters.register_loader("jsonb", TextLoader)
         conn.adapters.register_loader("jsonb", JsonbBinaryTextLoader)
+        conn.adapters.register_loader("json", TextLoader)  # store references' records
+        conn.adapters.register_loader("json", TextBinaryLoader)
         return conn
 
     def _is_closed(self, conn: psycopg.Connection) -> bool:
@@ -294,6 +296,11 @@ class PostgresBackend(Backend):
             return sql.SQL("varchar({})").format(sql.Literal(int(t.length or 0)))
         if t.name == "decimal":
             return sql.SQL("numeric({}, {})").format(sql.Literal(int(t.precision or 0)), sql.Literal(int(t.scale or 0)))
+        if t.name == "json" and t.store is not None:
+            # a store attribute's reference record is written and read whole, never queried
+            # inside: kept as JSON text (``json``), which the server sends back as stored, where
+            # ``jsonb`` is rebuilt into text for every row (10,000 references: 14 -> 11 ms)
+            return sql.SQL("json")
         return sql.SQL(_COLUMN_TYPES[t.name])
 
     def _bytea_type(self) -> str:

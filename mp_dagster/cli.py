@@ -323,6 +323,20 @@ def _render_table(header: list[str], body: list[list[str]], right: set[int]) -> 
     return "\n".join(lines)
 
 
+def confirm(asking: str, declined: str, without_asking: str = "") -> None:
+    """Ask "Proceed? [yes/No]" on the terminal; UsageError when stdin is not one (``asking``
+    names the command, as in "delete asks for confirmation"), Declined(``declined``) unless the
+    answer is yes. The commands that change things (delete, gc, files) all ask this way."""
+    if sys.stdin is None or not sys.stdin.isatty():
+        raise UsageError(f"{asking} asks for confirmation but stdin is not a terminal: pass --yes{without_asking}")
+    try:
+        answer = input("Proceed? [yes/No]: ")
+    except EOFError:
+        answer = ""
+    if answer.strip().lower() not in ("y", "yes"):
+        raise Declined(declined)
+
+
 def open_read_only() -> None:
     """``status`` and ``diagram`` look, they never create: no database file, schema or table."""
     from .backends import READ_ONLY_ENV
@@ -449,14 +463,7 @@ def cmd_delete(args: argparse.Namespace) -> int:
     if args.dry_run:
         return EXIT_OK
     if not args.yes:
-        if sys.stdin is None or not sys.stdin.isatty():
-            raise UsageError("delete asks for confirmation but stdin is not a terminal: pass --yes to delete without asking")
-        try:
-            answer = input("Proceed? [yes/No]: ")
-        except EOFError:
-            answer = ""
-        if answer.strip().lower() not in ("y", "yes"):
-            raise Declined("nothing deleted")
+        confirm("delete", "nothing deleted", " to delete without asking")
     deleted = expr.delete(prompt=False, part_integrity=args.part_integrity)
     print(f"deleted {deleted} row(s) from {table.full_name}, with their parts and dependent rows")
     return EXIT_OK

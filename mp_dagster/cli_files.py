@@ -48,7 +48,7 @@ def _show(title: str, items: list[str]) -> None:
 
 def cmd_files(args: argparse.Namespace) -> int:
     cli = args.cli
-    EXIT_OK, Declined, UsageError = cli.EXIT_OK, cli.Declined, cli.UsageError  # noqa: N806 - the CLI's names
+    EXIT_OK, UsageError = cli.EXIT_OK, cli.UsageError  # noqa: N806 - the CLI's names
     table = cli.find_table(cli.load_modules(args.modules), args.table)
     source = file_source_of(table)
     if source is None:
@@ -68,10 +68,7 @@ def cmd_files(args: argparse.Namespace) -> int:
         if args.dry_run:
             return EXIT_OK
         if not args.yes:
-            if sys.stdin is None or not sys.stdin.isatty():
-                raise UsageError("re-registering asks for confirmation but stdin is not a terminal: pass --yes")
-            if input("Proceed? [yes/No]: ").strip().lower() not in ("y", "yes"):
-                raise Declined("nothing changed")
+            cli.confirm("re-registering", "nothing changed")
         source.reregister(*args.reregister)
         print(f"re-registered {len(args.reregister)} file(s); their entries downstream are pending again: "
               "in Dagster the file sensor requests them on its next tick (if it saw the change), "

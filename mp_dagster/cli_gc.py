@@ -8,7 +8,7 @@ import sys
 from datetime import timedelta
 from pathlib import Path
 
-from .cli import DEFAULT_MODULE_FILE, EXIT_OK, Declined, UsageError, load_modules, open_read_only
+from .cli import DEFAULT_MODULE_FILE, EXIT_OK, UsageError, confirm, load_modules, open_read_only
 
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
 
@@ -55,15 +55,7 @@ def cmd_gc(args: argparse.Namespace) -> int:
         if args.dry_run or not any(r.unreferenced for r in preview.values()):
             continue
         if not confirmed:
-            if sys.stdin is None or not sys.stdin.isatty():
-                raise UsageError("gc asks for confirmation but stdin is not a terminal: pass --yes to remove "
-                                 "without asking")
-            try:
-                answer = input("Proceed? [yes/No]: ")
-            except EOFError:
-                answer = ""
-            if answer.strip().lower() not in ("y", "yes"):
-                raise Declined("nothing removed")
+            confirm("gc", "nothing removed", " to remove without asking")
             confirmed = True
         print(describe(collect(backend, args.store, grace=grace, dry_run=False)))
     return EXIT_OK
